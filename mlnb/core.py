@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 # %% auto #0
 __all__ = ['events', 'VERBS', 'MlnbError', 'MlnbUsageError', 'ProjectError', 'ConfigError', 'MissingDependency', 'HelpShown',
-           'need', 'Event', 'EventBus', 'emit', 'TextRenderer', 'atomic_write', 'ArgParser', 'VerbContext', 'Verb',
-           'verb', 'load_verbs', 'verbs_help', 'parse_verb', 'run_verb']
+           'need', 'Event', 'EventBus', 'emit', 'TextRenderer', 'atomic_write', 'html_table', 'ArgParser',
+           'VerbContext', 'Verb', 'verb', 'load_verbs', 'verbs_help', 'parse_verb', 'run_verb', 'check_cell']
 
 # %% ../nbs/00_core.ipynb #7c1dc348
 class MlnbError(Exception):
@@ -139,6 +139,19 @@ def atomic_write(path:str|Path, # File to write
         Path(tmp).unlink(missing_ok=True); raise
     return path
 
+# %% ../nbs/00_core.ipynb #92770194
+def html_table(rows:list[dict], # One dict per row
+               columns:list[str]|None=None, # Column order (default: keys of the first row)
+               caption:str|None=None,
+              ) -> str:
+    "A plain HTML table, the static fallback most results use."
+    import html
+    columns = columns or (list(rows[0]) if rows else [])
+    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    head = ''.join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = ''.join("<tr>" + ''.join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table class='mlnb-table'>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
 # %% ../nbs/00_core.ipynb #5f0e48de
 class ArgParser(argparse.ArgumentParser):
     "An `ArgumentParser` that raises `MlnbUsageError`/`HelpShown` instead of printing and exiting."
@@ -183,6 +196,7 @@ class Verb:
     help: str
     add_args: Callable|None = None
     cell: bool = False  # does it take the body of a `%%mlnb` cell?
+    view: str|None = None  # "module:callable" building its live notebook view (see `mlnb.widgets`)
     def parser(self, prog:str="mlnb") -> ArgParser:
         p = ArgParser(prog=f"{prog} {self.name}", description=self.help)
         if self.add_args: self.add_args(p)
@@ -194,10 +208,11 @@ def verb(name:str, # What the user types: `%mlnb NAME ...`, `mlnb NAME ...`
          help:str, # One line for `mlnb help`
          args:Callable|None=None, # `args(parser)` adds the verb's options
          cell:bool=False, # Does it take the body of a `%%mlnb` cell (`ctx.cell`)?
+         view:str|None=None, # `"module:callable"`: `callable(args, ctx)` returns its live `LiveView` in a notebook
         ):
     "Decorator: register `fn(args, ctx)` as the verb `name`."
     def deco(fn):
-        VERBS[name] = Verb(name, fn, help, args, cell)
+        VERBS[name] = Verb(name, fn, help, args, cell, view)
         return fn
     return deco
 
@@ -208,7 +223,7 @@ def load_verbs() -> dict[str, Verb]:
     "Import every feature module so that all verbs and settings are registered; returns `VERBS`."
     import mlnb
     for m in pkgutil.iter_modules(mlnb.__path__):
-        if m.name.startswith('_') or m.name in _FACES: continue
+        if m.name.startswith('_') or m.name in _FACES or m.name.startswith('widgets'): continue
         importlib.import_module(f"mlnb.{m.name}")
     return VERBS
 
@@ -245,6 +260,10 @@ def run_verb(argv:list[str], # Words after `mlnb` / `%mlnb`
     "Parse `argv` and run the verb; returns the verb's result."
     v, args = parse_verb(argv, prog)
     ctx = ctx or VerbContext()
+    check_cell(v, ctx)
+    return v.run(args, ctx)
+
+def check_cell(v:Verb, ctx:VerbContext):
+    "A `%%mlnb` cell body given to a verb that takes none is a usage error, not silently dropped code."
     if ctx.cell is not None and not v.cell:
         raise MlnbUsageError(f"`%%mlnb {v.name}` takes no cell body", hint=f"use the line magic `%mlnb {v.name} ...` (one %)")
-    return v.run(args, ctx)

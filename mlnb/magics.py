@@ -10,7 +10,7 @@ import shlex, sys
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from traitlets import Bool, Float
-from .core import HelpShown, MlnbError, MlnbUsageError, TextRenderer, VerbContext, events, run_verb
+from .core import HelpShown, MlnbError, MlnbUsageError, TextRenderer, VerbContext, check_cell, events, parse_verb
 
 # %% auto #0
 __all__ = ['MlnbMagics', 'load_ipython_extension', 'unload_ipython_extension']
@@ -30,14 +30,37 @@ class MlnbMagics(Magics):
         try: argv = shlex.split(line)
         except ValueError as e: raise UsageError(f"%mlnb: cannot parse the line: {e} (hint: check the quotes)") from None
         ctx = VerbContext(namespace=self.shell.user_ns if self.shell else {}, cell=cell, face='magic')
-        renderer = (lambda ev: None) if self.quiet else TextRenderer(sys.stdout, min_interval=self.progress_interval)
         try:
-            with events.listening('*', renderer): return run_verb(argv, ctx, prog='%mlnb')
+            v, args = parse_verb(argv, prog='%mlnb')
+            check_cell(v, ctx)
+            live = self._live_view(v, args, ctx)
+            if live is not None: sub = live.on_event
+            elif self.quiet: sub = lambda ev: None
+            else: sub = TextRenderer(sys.stdout, min_interval=self.progress_interval)
+            with events.listening('*', sub):
+                try: res = v.run(args, ctx)
+                except BaseException as e:
+                    if live is not None: live.finish(None, error=e)
+                    raise
+            if live is not None: live.finish(res)
+            return res
         except HelpShown as h: print(h.text)
         except MlnbUsageError as e: raise UsageError(str(e)) from None
         except MlnbError as e:
             if self.debug: raise RuntimeError(str(e)) from e
             raise
+
+    def _live_view(self, v, args, ctx):
+        "The verb's live widget view, displayed; None when it has none, widgets are off, or ipywidgets is missing."
+        if not (self.widgets and v.view): return None
+        try: import ipywidgets  # noqa: F401
+        except ImportError: return None
+        import importlib
+        from IPython.display import display
+        mod, fn = v.view.split(':')
+        live = getattr(importlib.import_module(mod), fn)(args, ctx)
+        display(live.widget)
+        return live
 
 # %% ../nbs/91_magics.ipynb #000fca30
 def load_ipython_extension(ipython):
