@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 _API = {
     'MlnbError': 'core', 'emit': 'core', 'events': 'core',
     'settings': 'config', 'find_project': 'config', 'Project': 'config',
-    'init': 'project', 'quickstart': 'project',
+    'init': 'project', 'quickstart': 'demo',
 }
 
 def __getattr__(name):

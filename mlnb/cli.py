@@ -40,3 +40,6 @@ def main(argv:list[str]|None=None, # Words after `mlnb` (default: `sys.argv[1:]`
         return 1
     if result is not None: print(result)
     return 0
+
+# %% ../nbs/90_cli.ipynb #90f978f8
+if __name__ == "__main__": sys.exit(main())

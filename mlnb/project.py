@@ -1,4 +1,4 @@
-"""`mlnb init`: a project with embedded defaults (git, DVC with a local remote, an MLflow sqlite store, an Optuna journal) that re-running leaves untouched; and `mlnb quickstart`, the demo.
+"""`mlnb init`: a project with embedded defaults (git, DVC with a local remote, an MLflow sqlite store, an Optuna journal) that re-running leaves untouched.
 
 Docs: https://mlnb.github.io/mlnb/project.html.md"""
 
@@ -12,7 +12,7 @@ from .core import MlnbError, ProjectError, atomic_write, emit, need, verb
 from .config import SETTINGS, PROJECT_FILE, Project, load_settings, read_toml
 
 # %% auto #0
-__all__ = ['toml_value', 'default_toml', 'git_root', 'dvc_root', 'init', 'quickstart']
+__all__ = ['toml_value', 'default_toml', 'git_root', 'dvc_root', 'init']
 
 # %% ../nbs/02_project.ipynb #4efa74dc
 def toml_value(v) -> str:
@@ -148,29 +148,3 @@ def _init_args(p):
 
 @verb("init", "make (or check) an mlnb project here or at PATH: git, DVC + local remote, MLflow store, mlnb.toml", _init_args)
 def _init_verb(args, ctx): return init(args.path)
-
-# %% ../nbs/02_project.ipynb #f038f872
-def quickstart(path:str|Path="mlnb-quickstart", # Where to make the demo project
-              ) -> Project:
-    "Make a demo project at `path` and run the loop end to end on the embedded defaults."
-    prj = init(path)
-    emit('quickstart.step', msg=f"project: {prj.root}")
-    from mlflow import MlflowClient
-    exps = MlflowClient(prj.tracking_uri).search_experiments()
-    emit('quickstart.step', msg=f"tracking: MLflow store {prj.tracking_uri} with experiments {[e.name for e in exps]}")
-    r = subprocess.run([sys.executable, '-m', 'dvc', 'status'], cwd=prj.root, capture_output=True, text=True,
-                       env={**os.environ, 'DVC_NO_ANALYTICS': '1'})
-    if r.returncode: raise MlnbError(f"dvc status failed in {prj.root}: {r.stderr.strip() or r.stdout.strip()}")
-    emit('quickstart.step', msg=f"data: DVC repository ready (`dvc status`: {r.stdout.strip() or 'clean'})")
-    emit('quickstart.done', msg='\n'.join([
-        "done. Next:",
-        f"  cd {prj.root} && mlnb config            # every setting and where it comes from",
-        f"  mlflow ui --backend-store-uri {prj.tracking_uri}",
-        f"  jupyter lab                                # then: %load_ext mlnb, %mlnb help"]))
-    return prj
-
-def _qs_args(p):
-    p.add_argument("path", nargs="?", default="mlnb-quickstart", help="where to make the demo project (default: ./mlnb-quickstart)")
-
-@verb("quickstart", "make a demo project and run the whole loop on the embedded defaults", _qs_args)
-def _qs_verb(args, ctx): return quickstart(args.path)
