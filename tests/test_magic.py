@@ -83,3 +83,26 @@ def test_in_a_real_kernel(tmp_path):
     assert str(tmp_path/'k') in ''.join(o.get('text', '') for o in nb.cells[2].outputs)
     err = [o for o in nb.cells[3].outputs if o.output_type == 'error'][0]
     assert err.ename == 'ProjectError' and len(err.traceback) == 1 and 'is a file, not a folder' in err.traceback[0]
+
+def test_every_feature_module_imports_nothing_heavy():
+    "`mlnb help` imports every feature module to list its verbs: none may import a heavy library at the top."
+    code = f"import sys; from mlnb.core import load_verbs; load_verbs(); print([m for m in {HEAVY!r} if m in sys.modules])"
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == '[]'
+
+def test_arguments_resolve_from_the_namespace(ip):
+    "A verb's `ctx.resolve` finds notebook variables by name (dotted too), and says which names are close when not."
+    from mlnb.core import VERBS, verb
+    @verb("probe-test", "return the object named", lambda p: p.add_argument("obj"))
+    def _probe(args, ctx): return ctx.resolve(args.obj, required=True, what="model")
+    try:
+        ip.user_ns['clf'] = clf = object()
+        ip.user_ns['cfg'] = {'a': 1}
+        ip.run_cell('got = %mlnb probe-test clf')
+        assert ip.user_ns['got'] is clf
+        ip.run_cell('keys = %mlnb probe-test cfg.keys')
+        assert list(ip.user_ns['keys']()) == ['a']
+        with pytest.raises(UsageError, match=r"no model named `clff` in the notebook \(hint: did you mean clf"):
+            ip.run_line_magic('mlnb', 'probe-test clff')
+    finally: VERBS.pop("probe-test", None)
