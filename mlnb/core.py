@@ -197,6 +197,7 @@ class Verb:
     add_args: Callable|None = None
     cell: bool = False  # does it take the body of a `%%mlnb` cell?
     view: str|None = None  # "module:callable" building its live notebook view (see `mlnb.widgets`)
+    passthrough: bool = False  # words after `--` go unparsed to `args.passthrough` (commands to run)
     def parser(self, prog:str="mlnb") -> ArgParser:
         p = ArgParser(prog=f"{prog} {self.name}", description=self.help)
         if self.add_args: self.add_args(p)
@@ -209,10 +210,11 @@ def verb(name:str, # What the user types: `%mlnb NAME ...`, `mlnb NAME ...`
          args:Callable|None=None, # `args(parser)` adds the verb's options
          cell:bool=False, # Does it take the body of a `%%mlnb` cell (`ctx.cell`)?
          view:str|None=None, # `"module:callable"`: `callable(args, ctx)` returns its live `LiveView` in a notebook
+         passthrough:bool=False, # Pass the words after `--` unparsed as `args.passthrough` (a command to run)
         ):
     "Decorator: register `fn(args, ctx)` as the verb `name`."
     def deco(fn):
-        VERBS[name] = Verb(name, fn, help, args, cell, view)
+        VERBS[name] = Verb(name, fn, help, args, cell, view, passthrough)
         return fn
     return deco
 
@@ -251,7 +253,11 @@ def parse_verb(argv:list[str], # Words after `mlnb` / `%mlnb`
         hint = (f"did you mean `{close[0]}`? " if close else "") + f"see `{prog} help`"
         raise MlnbUsageError(f"unknown verb '{name}'; choose from: {', '.join(['help'] + sorted(VERBS))}", hint=hint)
     v = VERBS[name]
-    return v, v.parser(prog).parse_args(rest)
+    after = []
+    if v.passthrough and '--' in rest: rest, after = rest[:rest.index('--')], rest[rest.index('--')+1:]
+    args = v.parser(prog).parse_args(rest)
+    if v.passthrough: args.passthrough = after
+    return v, args
 
 def run_verb(argv:list[str], # Words after `mlnb` / `%mlnb`
              ctx:VerbContext|None=None, # Where it runs
