@@ -220,14 +220,16 @@ def _step_verb(args, ctx):
 class PipelineError(MlnbError):
     "A pipeline could not be defined or reproduced."
 
-def _repo():
+def _repo(project=None):
+    "The project (given, or the one at or above the current folder) and its DVC `Repo`."
     need('dvc')
     os.environ.setdefault('DVC_NO_ANALYTICS', '1')
     import logging
     from dvc.repo import Repo
     from dvc.exceptions import NotDvcRepoError
     logging.getLogger('dvc').setLevel(logging.WARNING)
-    prj = find_project()
+    from mlnb.config import Project
+    prj = project if isinstance(project, Project) else Project(project) if project else find_project()
     try: return prj, Repo(str(prj.root))
     except NotDvcRepoError: raise PipelineError(f"{prj.root} is not a DVC repository", hint="run `mlnb init` there") from None
 
@@ -239,11 +241,12 @@ def pipeline_add(notebook:str|Path, # The step's notebook, relative to the proje
                  metrics:list[str]=(), # Metrics files the step writes (JSON/YAML, not cached)
                  params:str|None=None, # Section of params.yaml holding the step's parameters
                  force:bool=False, # Replace an existing stage of that name
+                 project=None, # The project (default: the one at or above the current folder)
                 ) -> str:
     "Add the notebook as a stage of the project's DVC pipeline (`dvc.yaml`); returns the stage name."
-    prj, repo = _repo()
+    prj, repo = _repo(project)
     nb = Path(notebook)
-    rel = (nb if nb.is_absolute() else (Path.cwd()/nb)).resolve()
+    rel = (nb if nb.is_absolute() else ((prj.root if project else Path.cwd())/nb)).resolve()
     if not rel.is_relative_to(prj.root): raise PipelineError(f"{notebook} is outside the project {prj.root}")
     rel = rel.relative_to(prj.root)
     declared = notebook_params(prj.root/rel)
@@ -257,10 +260,13 @@ def pipeline_add(notebook:str|Path, # The step's notebook, relative to the proje
         cmd += f" --params-from {pfile}:{params}"
         dvc_params = [{pfile: [params]}]
     name = name or rel.stem
+    base = prj.root if project else Path.cwd()
+    def rooted(ps): return [os.path.relpath((base/p).resolve(), prj.root) for p in ps]  # DVC reads them from the root
     from dvc.exceptions import DvcException
     try:
-        with repo.scm_context:
-            repo.stage.add(name=name, cmd=cmd, deps=[str(rel), *deps], outs=list(outs), metrics_no_cache=list(metrics),
+        for o in rooted(outs) + rooted(metrics): (prj.root/o).parent.mkdir(parents=True, exist_ok=True)  # for DVC's .gitignore entries
+        with repo.scm_context, contextlib.chdir(prj.root):
+            repo.stage.add(name=name, cmd=cmd, deps=[str(rel), *rooted(deps)], outs=rooted(outs), metrics_no_cache=rooted(metrics),
                            params=dvc_params, force=force)
     except DvcException as e:
         msg = str(e).splitlines()[0]
@@ -346,9 +352,10 @@ def reproduce(targets:list[str]|None=None, # Stages to reproduce (default: the w
               *,
               set:list[str]=(), # `section.key=value` assignments written to params.yaml first
               force:bool=False, # Run every stage even if it is up to date
+              project=None, # The project (default: the one at or above the current folder)
              ) -> PipelineResult:
     "Reproduce the project's pipeline: stale steps run, up-to-date ones are skipped from DVC's cache."
-    prj, repo = _repo()
+    prj, repo = _repo(project)
     t = time.perf_counter()
     if set: set_params(prj.root/prj.settings['pipeline.params_file'], list(set))
     ran = {}
@@ -384,9 +391,10 @@ def _pipeline_args(p):
     a.add_argument("--force", action="store_true", help="replace a stage of the same name")
     sub.add_parser("show", help="list the stages and whether each is up to date")
 
-def pipeline_status() -> list[dict]:
+def pipeline_status(project=None, # The project (default: the one at or above the current folder)
+                   ) -> list[dict]:
     "Each stage of the pipeline with its command and whether DVC considers it changed."
-    prj, repo = _repo()
+    prj, repo = _repo(project)
     try:
         st = repo.status()
         return [dict(stage=s.addressing, cmd=s.cmd, status='changed' if s.addressing in st else 'up to date')

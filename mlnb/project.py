@@ -8,7 +8,7 @@ Docs: https://mlnb.github.io/mlnb/project.html.md"""
 from __future__ import annotations
 import json, logging, os, shutil, subprocess, sys, tempfile
 from pathlib import Path
-from .core import MlnbError, ProjectError, atomic_write, emit, need, verb
+from .core import MlnbError, ProjectError, atomic_write, emit, need
 from .config import SETTINGS, PROJECT_FILE, Project, load_settings, read_toml
 
 # %% auto #0
@@ -141,10 +141,3 @@ def _ensure_mlflow_store(prj:Project, step):
     store.engine.dispose()
     os.replace(tmp, db)
     step(f"mlflow: created the tracking store {db.relative_to(prj.root) if db.is_relative_to(prj.root) else db}")
-
-# %% ../nbs/02_project.ipynb #04432f57
-def _init_args(p):
-    p.add_argument("path", nargs="?", default=".", help="the project folder (default: the current one)")
-
-@verb("init", "make (or check) an mlnb project here or at PATH: git, DVC + local remote, MLflow store, mlnb.toml", _init_args)
-def _init_verb(args, ctx): return init(args.path)
