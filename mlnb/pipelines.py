@@ -14,7 +14,7 @@ from .config import find_project, find_root, setting
 
 # %% auto #0
 __all__ = ['StepError', 'StepResult', 'notebook_params', 'add_parameters', 'step', 'read_params', 'set_params', 'PipelineError',
-           'pipeline_add', 'PipelineResult', 'KernelPool', 'reproduce', 'pipeline_status']
+           'pipeline_add', 'PipelineResult', 'KernelPool', 'reproduce', 'pipeline_graph', 'dag_svg', 'PipelineShow']
 
 # %% ../nbs/75_pipelines.ipynb #e0da314d
 setting("pipeline.kernel", "python3", "Jupyter kernel that runs pipeline steps (papermill's kernel_name)")
@@ -391,31 +391,72 @@ def _pipeline_args(p):
     a.add_argument("--force", action="store_true", help="replace a stage of the same name")
     sub.add_parser("show", help="list the stages and whether each is up to date")
 
-def pipeline_status(project=None, # The project (default: the one at or above the current folder)
-                   ) -> list[dict]:
-    "Each stage of the pipeline with its command and whether DVC considers it changed."
+def pipeline_graph(project=None, # The project (default: the one at or above the current folder)
+                  ) -> dict:
+    "The pipeline as `stages` (in run order), `edges` (upstream, downstream), `status` and `cmd` per stage."
     prj, repo = _repo(project)
     try:
+        import networkx as nx
+        g = repo.index.graph  # an edge (a, b): stage a depends on stage b
+        stages = [s for s in nx.topological_sort(g.reverse()) if getattr(s, 'cmd', None)]
+        names = {s: s.addressing for s in stages}
         st = repo.status()
-        return [dict(stage=s.addressing, cmd=s.cmd, status='changed' if s.addressing in st else 'up to date')
-                for s in repo.index.stages if getattr(s, 'cmd', None)]
+        return dict(stages=[names[s] for s in stages],
+                    edges=[(names[b], names[a]) for a, b in g.edges if a in names and b in names],
+                    status={names[s]: 'changed' if names[s] in st else 'up to date' for s in stages},
+                    cmd={names[s]: s.cmd for s in stages})
     finally: repo.close()
 
-class _Rows(list):
-    def __str__(self): return '\n'.join(f"{r['stage']:<20} {r['status']:<11} {r['cmd']}" for r in self) or "no stages"
-    def _repr_html_(self): return html_table(self, ['stage', 'status', 'cmd'], caption="pipeline")
+_COLORS = {'up to date': '#9e9e9e', 'changed': '#f0ad4e', 'running': '#1e88e5', 'ran': '#43a047', 'failed': '#e53935', 'cached': '#9e9e9e'}
 
-@verb("pipeline", "define the pipeline: `pipeline add NB --deps … --outs … --params SECTION`, `pipeline show`", _pipeline_args)
+def dag_svg(stages:list[str], # Stage names in run order
+            edges:list[tuple], # (upstream, downstream) pairs
+            status:dict, # Stage -> 'up to date' | 'changed' | 'running' | 'ran' | 'failed'
+            seconds:dict|None=None, # Stage -> duration, shown under its name
+           ) -> str:
+    "The pipeline as an inline SVG: stages in layers left to right, coloured by status."
+    from html import escape
+    seconds = seconds or {}
+    layer = {}
+    for s in stages: layer[s] = 1 + max([layer[u] for u, d in edges if d == s and u in layer], default=-1)
+    cols = {}
+    for s in stages: cols.setdefault(layer[s], []).append(s)
+    W, H, GX, GY = 150, 46, 40, 16
+    pos = {s: (10 + l*(W+GX), 10 + i*(H+GY)) for l, ss in cols.items() for i, s in enumerate(ss)}
+    width = 20 + len(cols)*(W+GX) - GX; height = 20 + max((len(v) for v in cols.values()), default=1)*(H+GY) - GY
+    out = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' class='mlnb-dag' font-family='sans-serif' font-size='12'>"]
+    for u, d in edges:
+        (x1, y1), (x2, y2) = pos[u], pos[d]
+        out.append(f"<line x1='{x1+W}' y1='{y1+H/2}' x2='{x2}' y2='{y2+H/2}' stroke='#888' stroke-width='1.5'/>")
+    for s in stages:
+        x, y = pos[s]; stt = status.get(s, '')
+        sub = f"{stt}" + (f" · {seconds[s]:.1f}s" if s in seconds else "")
+        out.append(f"<g><title>{escape(s)}: {escape(sub)}</title><rect x='{x}' y='{y}' width='{W}' height='{H}' rx='6' fill='{_COLORS.get(stt, '#bbb')}' fill-opacity='0.25' stroke='{_COLORS.get(stt, '#bbb')}' stroke-width='2'/>"
+                   f"<text x='{x+8}' y='{y+19}' fill='currentColor' font-weight='bold'>{escape(s[:20])}</text>"
+                   f"<text x='{x+8}' y='{y+36}' fill='currentColor'>{escape(sub)}</text></g>")
+    return ''.join(out) + "</svg>"
+
+class PipelineShow:
+    "The pipeline's stages with their status: a table in text, a DAG in notebooks."
+    def __init__(self, graph:dict): self.graph = graph
+    def rows(self): return [dict(stage=s, status=self.graph['status'][s], cmd=self.graph['cmd'][s]) for s in self.graph['stages']]
+    def __str__(self): return '\n'.join(f"{r['stage']:<20} {r['status']:<11} {r['cmd']}" for r in self.rows()) or "no stages"
+    def _repr_html_(self):
+        g = self.graph
+        return dag_svg(g['stages'], g['edges'], g['status']) + html_table(self.rows(), ['stage', 'status', 'cmd'], caption="pipeline")
+
+@verb("pipeline", "define the pipeline: `pipeline add NB --deps … --outs … --params SECTION`, `pipeline show` (its DAG)", _pipeline_args)
 def _pipeline_verb(args, ctx):
     if args.sub == "add":
         return pipeline_add(args.notebook, name=args.name, deps=args.deps, outs=args.outs, metrics=args.metrics,
                             params=args.params, force=args.force)
-    return _Rows(pipeline_status())
+    return PipelineShow(pipeline_graph())
 
 def _run_args(p):
     p.add_argument("targets", nargs="*", help="stages to reproduce (default: all)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="set a parameter in params.yaml first")
     p.add_argument("--force", action="store_true", help="run every stage even if it is up to date")
 
-@verb("run", "reproduce the pipeline: stale steps run, up-to-date ones come from DVC's cache", _run_args)
+@verb("run", "reproduce the pipeline: stale steps run, up-to-date ones come from DVC's cache", _run_args,
+      view="mlnb.widgets_pipeline:make_view")
 def _run_verb(args, ctx): return reproduce(args.targets or None, set=args.set, force=args.force)
