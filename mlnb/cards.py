@@ -203,7 +203,7 @@ class ModelCard:
     def save(self, path:str|Path) -> Path:
         "Write the card: HTML for `.html`, else Markdown."
         from mlnb.core import atomic_write
-        p = Path(path)
+        p = Path(path); p.parent.mkdir(parents=True, exist_ok=True)
         return atomic_write(p, self.html if p.suffix.lower() in ('.html', '.htm') else self.markdown)
     def __str__(self): return self.markdown
     def __repr__(self): return self.markdown

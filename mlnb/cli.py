@@ -17,6 +17,8 @@ def main(argv:list[str]|None=None, # Words after `mlnb` (default: `sys.argv[1:]`
         ) -> int:
     "Run the `mlnb` command line; returns the exit status (0 ok, 1 failure, 2 usage error)."
     argv = list(sys.argv[1:] if argv is None else argv)
+    import os
+    os.environ.setdefault('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', 'false')  # progress comes as events, not bars
     debug = False
     while argv and argv[0] in ('--debug', '--version', '-V'):
         if argv[0] == '--debug': debug = True; argv.pop(0)

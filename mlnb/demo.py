@@ -6,9 +6,9 @@ Docs: https://mlnb.github.io/mlnb/demo.html.md"""
 
 # %% ../nbs/89_demo.ipynb #7fef5086
 from __future__ import annotations
-import os, subprocess, sys
+import os, sys
 from pathlib import Path
-from .core import MlnbError, emit, verb
+from .core import emit, verb
 from .config import Project
 from .project import init
 
@@ -17,27 +17,70 @@ __all__ = ['quickstart']
 
 # %% ../nbs/89_demo.ipynb #ace2a86c
 def quickstart(path:str|Path="mlnb-quickstart", # Where to make the demo project
+               *, serve:bool=True, # Serve the champion on loopback and ask it for a prediction
               ) -> Project:
     "Make a demo project at `path` and run the loop end to end on the embedded defaults."
-    prj = init(path)
+    import contextlib, json
+    from mlnb.templates import use_template
+    prj = use_template(path, "classification")
     def step(msg): emit('quickstart.step', msg=msg)
-    step(f"project: {prj.root}")
-    from mlflow import MlflowClient
-    exps = MlflowClient(prj.tracking_uri).search_experiments()
-    step(f"tracking: MLflow store {prj.tracking_uri} with experiments {[e.name for e in exps]}")
-    r = subprocess.run([sys.executable, '-m', 'dvc', 'status'], cwd=prj.root, capture_output=True, text=True,
-                       env={**os.environ, 'DVC_NO_ANALYTICS': '1'})
-    if r.returncode: raise MlnbError(f"dvc status failed in {prj.root}: {(r.stderr or r.stdout).strip()}")
-    step(f"data: DVC repository ready (dvc status: {r.stdout.strip().splitlines()[0] if r.stdout.strip() else 'clean'})")
+    with contextlib.chdir(prj.root):
+        _loop(prj, step, serve)
     emit('quickstart.done', msg='\n'.join([
-        "done. Next:",
-        f"  cd {prj.root} && mlnb config                 # every setting and where it comes from",
-        f"  mlflow ui --backend-store-uri {prj.tracking_uri}",
-        "  jupyter lab                                     # then: %load_ext mlnb and %mlnb help"]))
+        f"done: the demo project is {prj.root}. Where to look:",
+        f"  mlflow ui --backend-store-uri {prj.tracking_uri}    # runs, models, aliases",
+        f"  {prj.dir/'cards'/'classifier.html'}    # the champion's model card",
+        f"  {prj.dir/'reports'}/    # retrain reports;  mlnb audit show  # the audit trail",
+        f"  cd {prj.root} && mlnb pipeline show && dvc dag    # the pipeline",
+        f"  cd {prj.root} && jupyter lab    # then %load_ext mlnb and %mlnb help"]))
     return prj
+
+def _loop(prj:Project, step, serve:bool):
+    import json
+    import pandas as pd
+    from mlnb.pipelines import reproduce
+    res = reproduce(project=prj)
+    m = json.loads((prj.root/'metrics.json').read_text())
+    step(f"pipeline: {str(res).splitlines()[0]}; holdout accuracy {m['accuracy']:.3f}; classifier @champion registered")
+    label = prj.settings['retrain.label']
+    holdout = pd.read_csv(prj.path(prj.settings['retrain.holdout']))
+    X = holdout.drop(columns=[label])
+    from mlnb.monitor import drift
+    shifted = X.copy()
+    for c in list(X.columns)[:5]: shifted[c] = shifted[c] * 1.5 + shifted[c].std()
+    d = drift(X, shifted)
+    step(f"drift: a shifted copy of the holdout drifts in {len(d.drifted)} of {X.shape[1]} columns ({', '.join(d.drifted[:5])}); dataset drift {d.dataset_drift}")
+    import mlflow
+    from mlnb.registry import _client
+    _client(prj)  # points MLflow at the project's store
+    model = mlflow.sklearn.load_model("models:/classifier@champion")
+    from mlnb.explainer import explain
+    ex = explain(model, X, n_background=50, rows=20)
+    top = list(ex.importance['feature'][:3])
+    step(f"explain: {ex.explainer} explainer; most important features {', '.join(map(str, top))}")
+    from mlnb.cards import card
+    c = card("classifier@champion", project=prj)
+    cp = c.save(prj.dir/'cards'/'classifier.html')
+    step(f"card: {cp}")
+    from mlnb.pipelines import set_params
+    set_params(prj.root/prj.settings['pipeline.params_file'], ["train.C=0.05"])
+    from mlnb.retraining import retrain
+    r = retrain("classifier", project=prj)
+    step(f"retrain: a challenger with C=0.05 was {r.decision} ({r.steps[-1]['msg']}); report {r.path}")
+    if serve:
+        import urllib.request
+        from mlnb.serving import serve as serve_model
+        h = serve_model("classifier@champion", background=True, port=0, project=prj)
+        try:
+            body = json.dumps(json.loads(X.iloc[[0]].to_json(orient='records'))[0]).encode()
+            req = urllib.request.Request(f"{h.url}/predict", data=body, headers={'Content-Type': 'application/json'})
+            with urllib.request.urlopen(req, timeout=60) as resp: out = json.loads(resp.read())
+            step(f"serve: POST {h.url}/predict -> {out}")
+        finally: h.stop()
 
 def _qs_args(p):
     p.add_argument("path", nargs="?", default="mlnb-quickstart", help="where to make the demo project (default: ./mlnb-quickstart)")
+    p.add_argument("--no-serve", action="store_true", help="skip serving the champion on loopback")
 
 @verb("quickstart", "make a demo project and run the whole loop on the embedded defaults", _qs_args)
-def _qs_verb(args, ctx): return quickstart(args.path)
+def _qs_verb(args, ctx): return quickstart(args.path, serve=not args.no_serve)

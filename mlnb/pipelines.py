@@ -356,6 +356,9 @@ def reproduce(targets:list[str]|None=None, # Stages to reproduce (default: the w
              ) -> PipelineResult:
     "Reproduce the project's pipeline: stale steps run, up-to-date ones are skipped from DVC's cache."
     prj, repo = _repo(project)
+    with contextlib.chdir(prj.root): return _reproduce(prj, repo, targets, set, force)  # stage names read from the root
+
+def _reproduce(prj, repo, targets, set, force):
     t = time.perf_counter()
     if set: set_params(prj.root/prj.settings['pipeline.params_file'], list(set))
     ran = {}
@@ -395,6 +398,9 @@ def pipeline_graph(project=None, # The project (default: the one at or above the
                   ) -> dict:
     "The pipeline as `stages` (in run order), `edges` (upstream, downstream), `status` and `cmd` per stage."
     prj, repo = _repo(project)
+    with contextlib.chdir(prj.root): return _graph(repo)
+
+def _graph(repo):
     try:
         import networkx as nx
         g = repo.index.graph  # an edge (a, b): stage a depends on stage b

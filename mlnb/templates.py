@@ -67,7 +67,7 @@ def _classification(prj:Project, step):
         mdata.add('data/raw.csv', message="raw data of the classification template", root=prj.root)
         step("data: versioned data/raw.csv with DVC")
     _, repo = _repo(prj)
-    try: have = {s.addressing for s in repo.index.stages}
+    try: have = {getattr(s, 'name', None) for s in repo.index.stages}
     finally: repo.close()
     for nb, deps, outs, metrics, section in CLASSIFICATION_STAGES:
         name = Path(nb).stem
