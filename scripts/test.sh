@@ -6,10 +6,12 @@ export DVC_NO_ANALYTICS=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
 PY=${PYTHON:-python}
 
 echo "== system packages"
+# git for projects; Debian's chromium for the browser tests (no browser downloads: Playwright drives this one)
 pkgs=()
 command -v git >/dev/null || pkgs+=(git)
+[ -x /usr/bin/chromium ] || pkgs+=(chromium)
 if [ ${#pkgs[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 fi
 
 echo "== python packages"
