@@ -199,9 +199,10 @@ class Project:
         s = self.settings['tuning.storage']
         return s if '://' in s else str(self.path(s))
 
-def find_project(start:str|Path|None=None, # Where to look from (default: the current directory)
+def find_project(start:str|Path|Project|None=None, # Where to look from (default: the current directory); a `Project` is returned as is
            ) -> Project:
     "The project at or above `start`; a `ProjectError` saying how to make one if there is none."
+    if isinstance(start, Project): return start
     root = find_root(start)
     if root is None:
         where = Path(start or os.getcwd()).resolve()

@@ -229,7 +229,7 @@ def _repo(project=None):
     from dvc.exceptions import NotDvcRepoError
     logging.getLogger('dvc').setLevel(logging.WARNING)
     from mlnb.config import Project
-    prj = project if isinstance(project, Project) else Project(project) if project else find_project()
+    prj = find_project(project)
     try: return prj, Repo(str(prj.root))
     except NotDvcRepoError: raise PipelineError(f"{prj.root} is not a DVC repository", hint="run `mlnb init` there") from None
 

@@ -87,7 +87,7 @@ def retrain(name:str, # The registered model to retrain
            ) -> RetrainReport:
     "Gate the data, rerun the pipeline, and promote the challenger only if it beats the champion."
     from mlnb.audit import record
-    prj = project if isinstance(project, Project) else Project(project) if project else find_project()
+    prj = find_project(project)
     st, t0 = prj.settings, time.perf_counter()
     rep = RetrainReport(name)
     record('retrain.start', prj, model=name, data=str(data) if data else None, require_approval=require_approval)
@@ -178,7 +178,7 @@ def approve(name:str, # The registered model
             *, project=None):
     "Promote a challenger that `retrain` left pending approval (the gate runs again)."
     from mlnb.registry import promote
-    prj = project if isinstance(project, Project) else Project(project) if project else find_project()
+    prj = find_project(project)
     return promote(name, version, 'champion', prj.path(prj.settings['retrain.holdout']), project=prj, reason='approved by a person')
 
 def _retrain_args(p):
