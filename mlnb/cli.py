@@ -29,7 +29,11 @@ def main(argv:list[str]|None=None, # Words after `mlnb` (default: `sys.argv[1:]`
         with events.listening('*', TextRenderer(sys.stderr, min_interval=0.5)):
             result = run_verb(argv, VerbContext(face='cli'), prog='mlnb')
     except HelpShown as h:
-        print(h.text); return 0
+        try: print(h.text); sys.stdout.flush()
+        except BrokenPipeError:
+            import os
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except MlnbError as e:
         if debug: traceback.print_exc()
         print(f"mlnb: error: {e}", file=sys.stderr); return e.exit_code
@@ -40,7 +44,12 @@ def main(argv:list[str]|None=None, # Words after `mlnb` (default: `sys.argv[1:]`
         print(f"mlnb: internal error: {type(e).__name__}: {e} (hint: rerun with `mlnb --debug ...` for the traceback, and report it)",
               file=sys.stderr)
         return 1
-    if result is not None: print(result)
+    try:
+        if result is not None: print(result)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `mlnb ... | head`: the reader left, which is not an error
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 # %% ../nbs/90_cli.ipynb #90f978f8

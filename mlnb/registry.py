@@ -15,7 +15,7 @@ from .config import Project, find_project, setting
 from .audit import audit_log
 
 # %% auto #0
-__all__ = ['RegistryError', 'PromotionRefused', 'register', 'Gate', 'gate_from', 'Comparison', 'promote', 'rollback',
+__all__ = ['RegistryError', 'PromotionRefused', 'register', 'Gate', 'gate_from', 'Comparison', 'compare', 'promote', 'rollback',
            'ModelTable', 'list_models']
 
 # %% ../nbs/60_registry.ipynb #77e420a0
@@ -223,6 +223,25 @@ def _load(name, version):
     import mlflow
     return mlflow.pyfunc.load_model(f"models:/{name}/{version}")
 
+def compare(name:str, # The registered model
+            version:int|str, # The candidate version (or `@alias`)
+            alias:str="champion", # The alias whose holder it is compared with
+            gate=None, # `Gate`, `(X, y)`, DataFrame, file, or None (setting `registry.holdout`)
+            *, project=None, # The project
+            metric:str|Callable|None=None, # Overrides `registry.metric`
+            min_improvement:float|None=None, # Overrides `registry.min_improvement`
+           ) -> Comparison:
+    "Score `version` and the holder of `alias` on the same gate, moving nothing (the gate of `promote`)."
+    prj = _project(project); client = _client(prj)
+    v = int(_version(client, name, version).version)
+    cur = _holder(client, name, alias)
+    g = gate_from(gate, prj, metric=metric, min_improvement=min_improvement)
+    emit('registry.gate', msg=f"scoring {name} v{v}" + (f" and @{alias} v{cur.version}" if cur else "") + f" on the holdout ({g.metric_name})")
+    cmp = Comparison(name, alias, g.metric_name, v, g.score(_load(name, v)), None, None, g.min_improvement, g.higher_is_better)
+    if cur is not None: cmp.incumbent, cmp.incumbent_score = int(cur.version), g.score(_load(name, cur.version))
+    client.set_model_version_tag(name, str(v), f"mlnb.gate.{cmp.metric}", f"{cmp.candidate_score:.6g}")
+    return cmp
+
 def promote(name:str, # The registered model
             version:int|str, # The candidate version (or `@alias`, e.g. `@challenger`)
             alias:str="champion", # The alias to move to it
@@ -241,11 +260,7 @@ def promote(name:str, # The registered model
     if gate is False:
         cmp = Comparison(name, alias, '', v, None, cur and int(cur.version), None, gated=False)
     else:
-        g = gate_from(gate, prj, metric=metric, min_improvement=min_improvement)
-        emit('registry.gate', msg=f"scoring {name} v{v}" + (f" and @{alias} v{cur.version}" if cur else "") + f" on the holdout ({g.metric_name})")
-        cmp = Comparison(name, alias, g.metric_name, v, g.score(_load(name, v)), None, None, g.min_improvement, g.higher_is_better)
-        if cur is not None: cmp.incumbent, cmp.incumbent_score = int(cur.version), g.score(_load(name, cur.version))
-        client.set_model_version_tag(name, str(v), f"mlnb.gate.{cmp.metric}", f"{cmp.candidate_score:.6g}")
+        cmp = compare(name, v, alias, gate, project=prj, metric=metric, min_improvement=min_improvement)
     fields = dict(alias=alias, previous=cmp.incumbent, metric=cmp.metric or None, score=cmp.candidate_score,
                   previous_score=cmp.incumbent_score, min_improvement=cmp.min_improvement if cmp.gated else None, gated=cmp.gated, reason=reason)
     if not cmp.wins:

@@ -13,7 +13,7 @@ from .core import MlnbError, atomic_write, emit, html_table, verb
 from .config import Project, find_project, setting
 
 # %% auto #0
-__all__ = ['RetrainError', 'RetrainReport', 'compare', 'retrain', 'approve']
+__all__ = ['RetrainError', 'RetrainReport', 'retrain', 'approve']
 
 # %% ../nbs/80_retrain.ipynb #aba90de7
 setting("retrain.data", "data/raw.csv", "The raw table the pipeline reads; `mlnb retrain --data FILE` puts new data there")
@@ -52,17 +52,6 @@ class RetrainReport:
                 f"<body><h1>retrain {html.escape(self.name)}: {html.escape(self.decision)}</h1>{self._repr_html_()}</body></html>")
 
 # %% ../nbs/80_retrain.ipynb #cf751c27
-def compare(name:str, version:int, alias:str, gate, *, project=None):
-    "Score `version` and the holder of `alias` on `gate` without moving anything; returns the `Comparison`."
-    from mlnb.registry import Comparison, _client, _holder, _load, _project, _version, gate_from
-    prj = _project(project); client = _client(prj)
-    v = int(_version(client, name, version).version)
-    cur = _holder(client, name, alias)
-    g = gate_from(gate, prj)
-    cmp = Comparison(name, alias, g.metric_name, v, g.score(_load(name, v)), None, None, g.min_improvement, g.higher_is_better)
-    if cur is not None: cmp.incumbent, cmp.incumbent_score = int(cur.version), g.score(_load(name, cur.version))
-    return cmp
-
 def _drifted(prj:Project, name:str) -> tuple[bool, str]:
     "Has the data served for `name` drifted from the training table?"
     from mlnb.monitor import drift
@@ -147,7 +136,7 @@ def _retrain(prj, st, rep, data, require_approval, if_drift, if_new_data):
     info = json.loads(reg.read_text())
     if info.get('name') != rep.name: raise RetrainError(f"the pipeline registered '{info.get('name')}', not '{rep.name}'", hint="check params.yaml:register")
     rep.version = v = int(info['version'])
-    from mlnb.registry import promote
+    from mlnb.registry import compare, promote
     holdout = prj.path(st['retrain.holdout'])
     cmp = compare(rep.name, v, 'champion', holdout, project=prj)
     rep.comparison = dict(challenger=v, champion=cmp.incumbent, metric=cmp.metric, challenger_score=cmp.candidate_score,
