@@ -1,0 +1,287 @@
+"""`mlnb.train` end to end: digits MLP, a tiny transformer with a locally trained tokenizer, kill -9 and resume,
+DDP on 2 CPU processes against 1, the `%mlnb train` magic, a launched script, text progress and bad inputs."""
+import io, json, math, os, signal, subprocess, sys, textwrap, time
+from pathlib import Path
+import pytest
+
+torch = pytest.importorskip('torch')
+pytest.importorskip('accelerate')
+from mlnb.training import CheckpointMismatch, TrainError, evaluate, stop, train  # noqa: E402
+
+ENV = {**os.environ, 'DVC_NO_ANALYTICS': '1', 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    "Shared small CPUs: intra-op threads only contend there."
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+@pytest.fixture
+def prj(tmp_path):
+    from mlnb.project import init
+    return init(tmp_path/'p')
+
+def digits():
+    from sklearn.datasets import load_digits
+    X, y = load_digits(return_X_y=True)
+    return X / 16.0, y
+
+def mlp(hidden=128, seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(64, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 10))
+
+def history(prj, run_id, key='loss'):
+    from mlflow import MlflowClient
+    return [(m.step, m.value) for m in sorted(MlflowClient(prj.tracking_uri).get_metric_history(run_id, key), key=lambda m: m.step)]
+
+def test_digits_mlp_reaches_095_and_logs_a_loadable_model(prj):
+    X, y = digits()
+    t = time.perf_counter()
+    r = train(mlp(), (X, y), val=0.2, epochs=8, batch_size=64, lr=3e-3, project=prj)
+    print(f"digits MLP: {time.perf_counter() - t:.1f}s, {r.samples_per_s:,.0f} samples/s")
+    assert r.metrics['val_accuracy'] >= 0.95
+    assert [s for s, _ in history(prj, r.run_id)] == list(range(1, r.steps + 1))
+    from mlflow import MlflowClient
+    run = MlflowClient(prj.tracking_uri).get_run(r.run_id)
+    assert {'val_accuracy', 'lr', 'samples_per_s', 'train_loss', 'loss'} <= set(run.data.metrics)
+    assert run.data.params['batch_size'] == '64' and run.info.status == 'FINISHED'
+    assert len(history(prj, r.run_id, 'val_accuracy')) == 8
+    import mlflow.pyfunc
+    mlflow.set_tracking_uri(prj.tracking_uri)
+    pred = mlflow.pyfunc.load_model(r.model_uri).predict(X[:4].astype('float32'))
+    assert pred.shape == (4, 10)
+    assert '<table' in r._repr_html_() and 'val_accuracy' in r._repr_html_()
+    assert evaluate(r.model, (X, y), ['accuracy'])['accuracy'] > 0.95
+
+def tiny_bert(folder: Path):
+    "A 2-layer BERT from a config, with a tokenizer trained here by `tokenizers`, both saved to `folder`."
+    import random
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+    random.seed(0)
+    pos, neg = 'good great fine nice lovely superb happy excellent'.split(), 'bad awful poor sad terrible ugly worse horrible'.split()
+    texts, labels = [], []
+    for i in range(400):
+        lab = i % 2
+        texts.append(' '.join(random.choice((pos if lab else neg) + ['the', 'a', 'movie', 'was']) for _ in range(8))); labels.append(lab)
+    tk = Tokenizer(models.WordLevel(unk_token='[UNK]')); tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tk.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=['[PAD]', '[UNK]', '[CLS]', '[SEP]']))
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token='[UNK]', pad_token='[PAD]', cls_token='[CLS]', sep_token='[SEP]')
+    tok.save_pretrained(folder)
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                     max_position_embeddings=64, num_labels=2)
+    torch.manual_seed(0); BertForSequenceClassification(cfg).save_pretrained(folder)
+    return texts, labels
+
+def test_tiny_transformer_from_local_folder_trains_and_loss_falls(prj, tmp_path):
+    import pandas as pd
+    from transformers import PreTrainedTokenizerFast
+    texts, labels = tiny_bert(tmp_path/'bert')
+    tok = PreTrainedTokenizerFast.from_pretrained(tmp_path/'bert')  # reloads from the local folder
+    df = pd.DataFrame(dict(text=texts, label=labels))
+    r = train(str(tmp_path/'bert'), df, val=0.2, epochs=3, batch_size=32, lr=1e-3, project=prj)
+    losses = [v for _, v in history(prj, r.run_id)]
+    assert len(losses) == r.steps == 3 * math.ceil(320 / 32)
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.1
+    assert r.history[-1]['train_loss'] < r.history[0]['train_loss']
+    assert r.metrics['val_accuracy'] > 0.8
+    assert r.model_uri  # an MLflow transformers model with its tokenizer
+    with pytest.raises(TrainError, match='out of range for a model with num_labels=2'):
+        train(str(tmp_path/'bert'), df.assign(label=df.label + 2), project=prj)
+    with pytest.raises(TrainError, match='needs its tokenizer'):
+        from transformers import BertForSequenceClassification
+        m = BertForSequenceClassification.from_pretrained(tmp_path/'bert'); m.name_or_path = ''
+        train(m, df, project=prj)
+    with pytest.raises(TrainError, match='not a local folder'):
+        train(str(tmp_path/'nope'), df, project=prj)
+    assert tok.pad_token == '[PAD]'
+
+KILL_SCRIPT = '''
+import json, sys, time, torch
+torch.set_num_threads(1)
+from sklearn.datasets import load_digits
+from mlnb.config import Project
+from mlnb.core import events
+from mlnb.training import train
+X, y = load_digits(return_X_y=True)
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Dropout(0.1), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+slow = float(sys.argv[3])
+if slow: events.on('train.step', lambda ev: time.sleep(slow))
+r = train(net, (X / 16.0, y), val=0.2, epochs=3, batch_size=64, lr=3e-3, checkpoint_every=7, project=Project(sys.argv[1]), log_model=False, name='kill')
+json.dump(dict(run_id=r.run_id, steps=r.steps, resumed_from=r.resumed_from, metrics=r.metrics, stopped=r.stopped), open(sys.argv[2], 'w'))
+'''
+
+def test_kill9_mid_epoch_then_rerun_resumes_into_the_same_run(prj, tmp_path):
+    from mlflow import MlflowClient
+    from mlnb.project import init
+    script = tmp_path/'kill.py'; script.write_text(KILL_SCRIPT)
+    out = tmp_path/'out.json'
+    p = subprocess.Popen([sys.executable, str(script), str(prj.root), str(out), '0.1'], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckdir, deadline = prj.root/'.mlnb'/'checkpoints', time.monotonic() + 240
+    def ckpt_step():
+        for f in ckdir.glob('*/last.pt'):
+            try: return torch.load(f, weights_only=False)['step']
+            except Exception: return 0
+        return 0
+    while ckpt_step() < 14 and p.poll() is None and time.monotonic() < deadline: time.sleep(0.2)
+    assert p.poll() is None, p.stderr.read().decode()[-2000:]
+    time.sleep(0.3)  # a few steps past the checkpoint at step 14 (next at 21): mid-epoch, 23 steps per epoch
+    os.kill(p.pid, signal.SIGKILL); p.wait()
+    assert not out.exists()
+    killed_at = ckpt_step()
+    assert 14 <= killed_at < 23, killed_at
+    r = subprocess.run([sys.executable, str(script), str(prj.root), str(out), '0'], env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    # an uninterrupted run of the same call, in another project
+    other = init(tmp_path/'other')
+    r2 = subprocess.run([sys.executable, str(script), str(other.root), str(tmp_path/'o2.json'), '0'], env=ENV, capture_output=True, text=True, timeout=300)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    full = json.loads((tmp_path/'o2.json').read_text())
+    assert res['resumed_from'] == killed_at and res['steps'] == full['steps'] == 3 * 23
+    c = MlflowClient(prj.tracking_uri)
+    runs = c.search_runs([c.get_run(res['run_id']).info.experiment_id])
+    assert [x.info.run_id for x in runs] == [res['run_id']] and runs[0].info.status == 'FINISHED'
+    h = history(prj, res['run_id'])
+    assert [s for s, _ in h] == list(range(1, full['steps'] + 1))  # one continuous history, no duplicates
+    ref = history(other, full['run_id'])
+    assert max(abs(a - b) for (_, a), (_, b) in zip(h, ref)) < 1e-4  # the resumed run follows the uninterrupted one
+    assert abs(res['metrics']['val_loss'] - full['metrics']['val_loss']) < 1e-4
+    assert [s for s, _ in history(prj, res['run_id'], 'val_loss')] == [23, 46, 69]
+
+DDP_SCRIPT = '''
+import json, sys, torch
+from mlnb.config import Project
+from mlnb.training import train
+torch.manual_seed(0)
+X = torch.randn(512, 16); w = torch.randn(16, 1); y = (X @ w + 0.1 * torch.randn(512, 1))
+def net():
+    torch.manual_seed(1)
+    return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
+prj = Project(sys.argv[1])
+kw = dict(val=(X[:128], y[:128]), epochs=2, batch_size=64, lr=1e-2, optimizer='sgd', project=prj, log_model=False, devices='cpu')
+one = train(net(), (X[128:], y[128:]), name='one', **kw)
+two = train(net(), (X[128:], y[128:]), gpus=2, name='two', **kw)
+diff = max((a - b).abs().max().item() for a, b in zip(one.model.state_dict().values(), two.model.state_dict().values()))
+json.dump(dict(one=one.metrics, two=two.metrics, steps=[one.steps, two.steps], diff=diff, runs=[one.run_id, two.run_id], device=two.device), open(sys.argv[2], 'w'))
+'''
+
+def test_ddp_two_cpu_processes_match_one_at_the_same_global_batch(prj, tmp_path):
+    script = tmp_path/'ddp.py'; script.write_text(DDP_SCRIPT)
+    r = subprocess.run([sys.executable, str(script), str(prj.root), str(tmp_path/'d.json')], env=ENV, capture_output=True, text=True, timeout=400)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    d = json.loads((tmp_path/'d.json').read_text())
+    assert d['steps'] == [12, 12] and d['device'] == 'cpu×2'
+    assert abs(d['one']['val_loss'] - d['two']['val_loss']) < 1e-4 * max(1.0, d['one']['val_loss'])
+    assert d['diff'] < 1e-4
+    assert all(d['runs']) and d['runs'][0] != d['runs'][1]
+    assert len(history(prj, d['runs'][1])) == 12
+
+def test_magic_resolves_names_and_returns_the_result(ip, prj, monkeypatch, capsys):
+    import pandas as pd
+    monkeypatch.chdir(prj.root)
+    ip.run_line_magic('config', 'MlnbMagics.widgets = False')
+    X, y = digits()
+    ip.user_ns.update(net=mlp(), df=pd.DataFrame(X).rename(columns=str).assign(digit=y))
+    try: ip.run_cell('res = %mlnb train net --data df --target digit --val 0.2 --epochs 2 --batch-size 64 --lr 0.003 --metrics accuracy,f1')
+    finally: ip.run_line_magic('config', 'MlnbMagics.widgets = True')
+    res = ip.user_ns['res']
+    assert res.steps == 2 * math.ceil(len(X) * 0.8 / 64) and res.metrics['val_accuracy'] > 0.8 and 'val_f1' in res.metrics
+    out = capsys.readouterr().out
+    assert '[mlnb] train.start:' in out and '[mlnb] train.epoch: epoch 2/2' in out and '[mlnb] train.end: done' in out
+    from IPython.core.error import UsageError
+    with pytest.raises(UsageError, match='no model named `nett`'): ip.run_line_magic('mlnb', 'train nett --data df')
+    with pytest.raises(UsageError, match='train needs --data'): ip.run_line_magic('mlnb', 'train net')
+    with pytest.raises(TrainError, match="has no column 'label'"): ip.run_line_magic('mlnb', 'train net --data df --target label')
+
+def test_headless_text_progress(prj):
+    from mlnb.core import TextRenderer, events
+    buf = io.StringIO()
+    X, y = digits()
+    with events.listening('train.*', TextRenderer(buf)):
+        train(mlp(), (X[:256], y[:256]), epochs=2, batch_size=64, project=prj, log_model=False)
+    lines = buf.getvalue().splitlines()
+    assert any(l.startswith('[mlnb] train.step: step 8/8 epoch 2 loss') for l in lines)
+    assert sum('train.epoch' in l for l in lines) == 2 and any('train.checkpoint' in l for l in lines)
+
+SCRIPT = '''
+import os, sys
+from accelerate import Accelerator
+acc = Accelerator(cpu=True)
+open(os.path.join(sys.argv[1], f"rank{acc.process_index}-of-{acc.num_processes}"), "w").write(str(acc.distributed_type))
+'''
+
+def test_cli_launches_a_script_on_two_processes(mlnb_cli, tmp_path):
+    (tmp_path/'s.py').write_text(SCRIPT)
+    r = mlnb_cli('train', tmp_path/'s.py', '--gpus', '2', '--args', str(tmp_path), env={'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.glob('rank*')) == ['rank0-of-2', 'rank1-of-2']
+    r = mlnb_cli('train', tmp_path/'missing.py')
+    assert r.returncode == 1 and 'no training script' in r.stderr + r.stdout
+    r = mlnb_cli('train', 'net', '--data', 'df', cwd=tmp_path)
+    assert r.returncode == 2 and 'only a notebook can pass' in r.stderr + r.stdout
+
+def test_bad_inputs_fail_before_the_first_step(prj, tmp_path):
+    import pandas as pd
+    X, y = digits()
+    seen = []
+    from mlnb.core import events
+    with events.listening('train.step', seen.append):
+        with pytest.raises(TrainError, match='training data is empty'): train(mlp(), (X[:0], y[:0]), project=prj)
+        with pytest.raises(TrainError, match='validation data is empty'): train(mlp(), (X, y), val=(X[:0], y[:0]), project=prj)
+        with pytest.raises(TrainError, match=r'does not take this data \(a batch of inputs \(32, 10\)\)'): train(mlp(), (X[:, :10], y), project=prj)
+        with pytest.raises(TrainError, match='float32 but the loss is cross-entropy'): train(mlp(), (X, y.astype('float32')), loss='cross_entropy', project=prj)
+        with pytest.raises(TrainError, match='labels have shape'): train(mlp(), (X, y.reshape(-1, 1)), project=prj)
+        with pytest.raises(TrainError, match='int64 but the loss is mse'): train(mlp(), (X, y), loss='mse', project=prj)
+        with pytest.raises(TrainError, match='no `target`'): train(mlp(), pd.DataFrame(X).assign(y=y), project=prj)
+        with pytest.raises(TrainError, match='differ in length'): train(mlp(), (X, y[:10]), project=prj)
+        with pytest.raises(TrainError, match='mlnb cannot train a object'): train(object(), (X, y), project=prj)
+        if not torch.cuda.is_available():
+            with pytest.raises(TrainError, match="devices='cuda' but no CUDA device"): train(mlp(), (X, y), devices='cuda', project=prj)
+        with pytest.raises(TrainError, match='fp16.*needs a GPU'): train(mlp(), (X, y), precision='fp16', devices='cpu', project=prj)
+        with pytest.raises(TrainError, match='epochs must be a positive integer'): train(mlp(), (X, y), epochs=0, project=prj)
+        # a checkpoint from a different model, given explicitly
+        r = train(mlp(), (X, y), epochs=1, batch_size=64, callbacks=[lambda ev: ev.kind == 'train.step' and ev.data['step'] == 3 and stop()],
+                  project=prj, log_model=False)
+        assert r.stopped and Path(r.checkpoint).exists()
+        seen.clear()
+        with pytest.raises(CheckpointMismatch, match=r"'0.bias' is \[128\] there and \[16\] here \(3 tensors differ\)"):
+            train(mlp(hidden=16), (X, y), resume=r.checkpoint, project=prj)
+        with pytest.raises(TrainError, match='no checkpoint at'): train(mlp(), (X, y), resume=tmp_path/'none.pt', project=prj)
+    assert seen == []
+
+def test_magic_live_view_follows_the_run_and_shows_the_result(ip, prj, monkeypatch):
+    import mlnb.widgets_train as W
+    monkeypatch.chdir(prj.root)
+    made, orig = [], W.make_view
+    monkeypatch.setattr(W, 'make_view', lambda args, ctx: made.append(orig(args, ctx)) or made[-1])
+    X, y = digits()
+    ip.user_ns.update(net=mlp(), X=X, y=y, data=(X, y))
+    ip.run_cell('res = %mlnb train net --data data --val 0.2 --epochs 2 --batch-size 64')
+    res, v = ip.user_ns['res'], made[0]
+    assert v.step == v.total == res.steps and len(v.epoch_rows) == 2 and v.losses
+    assert 'trained Sequential' in v.html.value and '<svg' in v.html.value and v.button.disabled
+
+def test_interrupt_stops_cleanly_and_the_same_call_resumes(prj, tmp_path):
+    "Ctrl-C (a kernel interrupt in Jupyter) stops at the next step with a checkpoint; the run is KILLED, then resumed."
+    from mlflow import MlflowClient
+    script = tmp_path/'kill.py'; script.write_text(KILL_SCRIPT)
+    out = tmp_path/'out.json'
+    p = subprocess.Popen([sys.executable, str(script), str(prj.root), str(out), '0.05'], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not list((prj.root/'.mlnb'/'checkpoints').glob('*/last.pt')) and p.poll() is None and time.monotonic() < deadline: time.sleep(0.2)
+    time.sleep(0.3)
+    p.send_signal(signal.SIGINT)
+    assert p.wait(timeout=120) == 0, p.stderr.read().decode()[-2000:]
+    first = json.loads(out.read_text())
+    assert first['stopped'] and 7 <= first['steps'] < 69
+    ck = torch.load(next((prj.root/'.mlnb'/'checkpoints').glob('*/last.pt')), weights_only=False)
+    assert ck['step'] == first['steps']
+    assert MlflowClient(prj.tracking_uri).get_run(first['run_id']).info.status == 'KILLED'
+    r = subprocess.run([sys.executable, str(script), str(prj.root), str(out), '0'], env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res['run_id'] == first['run_id'] and res['resumed_from'] == first['steps'] and res['steps'] == 69 and not res['stopped']
+    assert [s for s, _ in history(prj, res['run_id'])] == list(range(1, 70))
