@@ -87,11 +87,12 @@ def _did_you_mean(name):
     close = difflib.get_close_matches(name, list(SETTINGS), n=1)
     return (f"did you mean '{close[0]}'? " if close else "") + "`mlnb config` lists every setting"
 
-def _check_type(s:Setting, v:Any, where:str):
+def _check_type(s:Setting, v:Any, where):
+    "`v` as the setting's type; `where()` says where it came from, for the error."
     t = s.type
     if t is float and isinstance(v, int) and not isinstance(v, bool): return float(v)
     if isinstance(v, t) and not (t is int and isinstance(v, bool)): return v
-    raise ConfigError(f"{where}: '{s.name}' must be {t.__name__}, got {type(v).__name__} {v!r}",
+    raise ConfigError(f"{where()}: '{s.name}' must be {t.__name__}, got {type(v).__name__} {v!r}",
                       hint=f"the default is {s.default!r}")
 
 def _from_env(s:Setting, raw:str):
@@ -136,8 +137,8 @@ def load_settings(root:str|Path|None=None, # Project root holding `mlnb.toml`; N
                                   hint="settings are written `[section]` then `key = value`")
             for key, v in table.items():
                 name = f"{section}.{key}"
-                where = f"{file} line {_line_of(text, key)}"
-                if name not in SETTINGS: raise ConfigError(f"{where}: unknown setting '{name}'", hint=_did_you_mean(name))
+                where = lambda: f"{file} line {_line_of(text, key)}"  # line numbers only for the error message
+                if name not in SETTINGS: raise ConfigError(f"{where()}: unknown setting '{name}'", hint=_did_you_mean(name))
                 vals[name] = Value(SETTINGS[name], _check_type(SETTINGS[name], v, where), 'mlnb.toml')
     for n, s in SETTINGS.items():
         if s.env in environ: vals[n] = Value(s, _from_env(s, environ[s.env]), f"env {s.env}")
