@@ -6,13 +6,17 @@ export DVC_NO_ANALYTICS=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
 PY=${PYTHON:-python}
 
 echo "== system packages"
-# git for projects; Debian's chromium for the browser tests (no browser downloads: Playwright drives this one)
+# git for projects; Debian's chromium for the browser tests (no browser downloads: Playwright drives this one);
+# PostgreSQL's server for the distributed-tuning test (the test starts its own server on loopback)
 pkgs=()
 command -v git >/dev/null || pkgs+=(git)
 [ -x /usr/bin/chromium ] || pkgs+=(chromium)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || pkgs+=(postgresql)
 if [ ${#pkgs[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 fi
+pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+[ -n "$pgbin" ] && export PATH="$PATH:$pgbin"
 
 echo "== python packages"
 # A CPU build of torch unless one is installed: a bare `torch` requirement can pull a multi-GB CUDA build.
