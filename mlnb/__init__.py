@@ -3,9 +3,17 @@ __version__ = "0.1.0"
 # `import mlnb` stays instant: the public API is looked up lazily, so nothing heavy (or even mlnb's own
 # feature modules) is imported until a name is used. Each feature adds its public names here.
 _API = {
+    'drift': 'monitor', 'DriftResult': 'monitor', 'drift_profile': 'monitor',
+    'explain': 'explainer', 'fairness': 'explainer', 'card': 'cards',
     'MlnbError': 'core', 'emit': 'core', 'events': 'core',
     'settings': 'config', 'find_project': 'config', 'Project': 'config',
-    'init': 'project', 'quickstart': 'demo',
+    'run': 'track', 'log': 'track', 'log_params': 'track', 'log_artifact': 'track', 'log_figure': 'track', 'set_tags': 'track', 'active_run': 'track', 'runs': 'track', 'sync': 'logger',
+    'register': 'registry', 'promote': 'registry', 'rollback': 'registry', 'list_models': 'registry', 'Gate': 'registry',
+    'serve': 'serving', 'served_log': 'batching', 'served_performance': 'batching', 'audit_log': 'audit',
+    'init': 'project', 'quickstart': 'demo', 'use_template': 'templates',
+    'step': 'pipelines', 'reproduce': 'pipelines', 'pipeline_add': 'pipelines',
+    'train': 'training', 'evaluate': 'training',
+    'tune': 'tuning', 'TuneResult': 'tuning',
 }
 
 def __getattr__(name):
