@@ -10,7 +10,7 @@ import contextlib, datetime, os, shlex, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from .core import MlnbError, MlnbUsageError, emit, html_table, need, verb
-from .config import find_project, find_root, setting
+from .config import find_project, find_root, load_settings, setting
 
 # %% auto #0
 __all__ = ['StepError', 'StepResult', 'notebook_params', 'add_parameters', 'step', 'read_params', 'set_params', 'PipelineError',
@@ -19,6 +19,7 @@ __all__ = ['StepError', 'StepResult', 'notebook_params', 'add_parameters', 'step
 # %% ../nbs/75_pipelines.ipynb #e0da314d
 setting("pipeline.kernel", "python3", "Jupyter kernel that runs pipeline steps (papermill's kernel_name)")
 setting("pipeline.params_file", "params.yaml", "The DVC params file whose sections feed the steps' parameters")
+setting("pipeline.track", True, "Record each step as an MLflow run (with its executed notebook), nested in one run per `mlnb run`")
 
 class StepError(MlnbError):
     "A step could not run, or a cell of it failed."
@@ -123,11 +124,23 @@ def step(notebook:str|Path, # The notebook to run (it needs a cell tagged `param
         stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S-%f')
         output = _runs_dir()/f"{stamp}-{nb_path.stem}.ipynb"
     output = Path(output); output.parent.mkdir(parents=True, exist_ok=True)
-    if kernel is None:
-        root = find_root()
-        from mlnb.config import load_settings
-        kernel = load_settings(root)['pipeline.kernel']
+    root = find_root(); st = load_settings(root)
+    kernel = kernel or st['pipeline.kernel']
     need('papermill'); _event_engine()
+    tracked = root is not None and st['pipeline.track']
+    if not tracked: return _execute(nb_path, params, output, kernel, cwd, stream, km)
+    from mlnb.track import run as track_run
+    with track_run(name=f"step {nb_path.stem}", params=params, tags={'mlnb.step': str(nb_path)}) as r:
+        before = os.environ.get('MLNB_PARENT_RUN_ID')
+        if km is None: os.environ['MLNB_PARENT_RUN_ID'] = r.id  # the kernel papermill starts nests its runs in this one
+        try: return _execute(nb_path, params, output, kernel, cwd, stream, km)
+        finally:
+            if km is None:
+                if before is None: os.environ.pop('MLNB_PARENT_RUN_ID', None)
+                else: os.environ['MLNB_PARENT_RUN_ID'] = before
+            if output.exists(): r.log_artifact(output, 'notebooks')  # the partial notebook too, when a cell failed
+
+def _execute(nb_path, params, output, kernel, cwd, stream, km) -> StepResult:
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
     emit('step.start', msg=f"running {nb_path} with {params or 'its defaults'}", step=str(nb_path), params=params)
@@ -320,11 +333,19 @@ class KernelPool:
         if self.spare is not None: self.shutdown(self.spare); self.spare = None
 
 @contextlib.contextmanager
-def _steps_in_process(ran:dict, kernel:str):
-    "Swap DVC's command runner for one that runs `mlnb step` commands in this process."
+def _steps_in_process(ran:dict, kernel:str, prj=None):
+    "Swap DVC's command runner for one that runs `mlnb step` commands in this process, all in one parent run."
     import dvc.stage.run as dvc_run
-    original, pools = dvc_run.cmd_run, {}
+    original, pools, parent = dvc_run.cmd_run, {}, []
+    before = os.environ.get('MLNB_PARENT_RUN_ID')
+    def open_parent():
+        "The pipeline's run, opened when the first stage runs (no run for a run that is all cached)."
+        if parent or prj is None or not prj.settings['pipeline.track']: return
+        from mlnb.track import Run
+        parent.append(Run(name='pipeline', tags={'mlnb.pipeline': str(prj.root)}, project=prj).start())
+        os.environ['MLNB_PARENT_RUN_ID'] = parent[0].id  # kernels (started after this) nest their runs in it
     def cmd_run(stage, dry=False, run_env=None):
+        if not dry: open_parent()
         cmds = stage.cmd if isinstance(stage.cmd, list) else [stage.cmd]
         t = time.perf_counter()
         emit('pipeline.stage', msg=f"running stage '{stage.addressing}'", stage=stage.addressing)
@@ -343,10 +364,17 @@ def _steps_in_process(ran:dict, kernel:str):
             finally: os.chdir(cwd)
         ran[stage.addressing] = time.perf_counter() - t
     dvc_run.cmd_run = cmd_run
+    err = None
     try: yield
+    except BaseException as e: err = e; raise
     finally:
         dvc_run.cmd_run = original
         for p in pools.values(): p.close()
+        if before is None: os.environ.pop('MLNB_PARENT_RUN_ID', None)
+        else: os.environ['MLNB_PARENT_RUN_ID'] = before
+        if parent:
+            for n, secs in ran.items(): parent[0].log(**{f"seconds.{n}": secs})
+            parent[0].end('FINISHED' if err is None else 'KILLED' if isinstance(err, KeyboardInterrupt) else 'FAILED', exc=err)
 
 def reproduce(targets:list[str]|None=None, # Stages to reproduce (default: the whole pipeline)
               *,
@@ -366,7 +394,7 @@ def _reproduce(prj, repo, targets, set, force):
     try:
         stages = [s for s in repo.index.stages if getattr(s, 'cmd', None)]
         if not stages: raise PipelineError(f"{prj.root} has no pipeline stages", hint="add one with `mlnb pipeline add NOTEBOOK`")
-        with _steps_in_process(ran, prj.settings['pipeline.kernel']), repo.scm_context:
+        with _steps_in_process(ran, prj.settings['pipeline.kernel'], prj), repo.scm_context:
             repo.reproduce(targets, force=force)
     except ReproductionError as e:
         cause = e.__cause__ or e.__context__

@@ -220,6 +220,8 @@ class Run:
                 'mlflow.source.type': 'NOTEBOOK' if nb else 'LOCAL', 'mlflow.source.name': str(nb or (sys.argv[0] if sys.argv else ''))}
         if nb: tags.update({'mlnb.notebook': str(nb), 'mlnb.notebook.source': src})
         if self.parent is not None: tags['mlflow.parentRunId'] = self.parent.id
+        elif self.nested is not False and os.environ.get('MLNB_PARENT_RUN_ID'):  # a run of another process (a pipeline's kernel)
+            tags['mlflow.parentRunId'] = os.environ['MLNB_PARENT_RUN_ID']
         tags.update({tag_key(k): str(v) for k, v in self._init_tags.items()})
         try: info = c.create_run(exp_id, run_name=self.name, tags=tags).info
         except Exception as e: raise StoreError(f"cannot create a run in {uri}: {str(e).splitlines()[0][:200]}",
