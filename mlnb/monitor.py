@@ -226,7 +226,7 @@ def _read(src:str|Path):
         if len(df) == 0:
             raise DriftInputError(f"the prediction log{' of ' + s.split(':', 1)[1] if ':' in s else ''} is empty",
                                   hint="serve a model with serve.log_predictions on and send it requests, or pass data")
-        return df.drop(columns=[c for c in ('id', 'time', 'model', 'version', 'latency_ms') if c in df.columns])
+        return df.drop(columns=[c for c in ('id', 'time', 'model', 'version', 'latency_ms', 'label') if c in df.columns])  # service columns and feedback labels
     if not p.exists() and '@' in s:
         try: from mlnb.data import load
         except ImportError:
