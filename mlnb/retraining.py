@@ -174,12 +174,16 @@ def _retrain_args(p):
     p.add_argument("name", help="the registered model")
     p.add_argument("--data", help="a new raw table to retrain on")
     p.add_argument("--require-approval", action="store_true", help="leave a winning challenger pending approval")
-    p.add_argument("--if-drift", action="store_true", help="only when served data drifted from the training data")
-    p.add_argument("--if-new-data", action="store_true", help="only when the raw table changed since its last version")
+    p.add_argument("--trigger", choices=["drift", "data", "schedule"], default="schedule",
+                   help="drift: only when served data drifted from the training data; data: only when the raw table "
+                        "changed since its last version; schedule (default): always")
+    p.add_argument("--if-drift", action="store_true", help="same as --trigger drift")
+    p.add_argument("--if-new-data", action="store_true", help="same as --trigger data")
 
 @verb("retrain", "gate new data, rerun the pipeline, promote the challenger only if it beats the champion", _retrain_args)
 def _retrain_verb(args, ctx):
-    return retrain(args.name, data=args.data, require_approval=args.require_approval, if_drift=args.if_drift, if_new_data=args.if_new_data)
+    return retrain(args.name, data=args.data, require_approval=args.require_approval,
+                   if_drift=args.if_drift or args.trigger == 'drift', if_new_data=args.if_new_data or args.trigger == 'data')
 
 def _approve_args(p):
     p.add_argument("name"); p.add_argument("version", type=int)
