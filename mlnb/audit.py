@@ -150,7 +150,7 @@ def _user() -> str:
 def audit_log(project:Project|str|Path|None=None, # The project (default: the one at or above the current folder)
              ) -> AuditLog:
     "The audit log of `project`."
-    prj = project if isinstance(project, Project) else find_project(project)
+    prj = find_project(project)
     return AuditLog(prj.path(prj.settings['audit.path']))
 
 def record(action:str, # What happened

@@ -128,7 +128,7 @@ def served_log(name:str|None=None, # The served model (default: every model with
               ):
     "The prediction log as a DataFrame: one column per input feature, `prediction`, `version`, `id`, `time`, `latency_ms`."
     pd = need('pandas')
-    prj = project if isinstance(project, Project) else find_project(project)
+    prj = find_project(project)
     d = prj.dir/'served'
     files = sorted(d.glob('*.jsonl')) if name is None else [served_path(prj, name)]
     rows = []

@@ -146,7 +146,7 @@ def gather(run_or_version, # A run id or `Run`, a `ModelVersion`, 'name/version'
           ) -> dict:
     "Everything a card shows, read from the run, its artifacts and the registry."
     from mlnb.config import find_project, Project
-    prj = project if isinstance(project, Project) else find_project(project)
+    prj = find_project(project)
     client = _client(prj)
     run_id, named = _resolve(run_or_version, client)
     r = client.get_run(run_id)

@@ -34,7 +34,7 @@ class PromotionRefused(MlnbError):
 
 # %% ../nbs/60_registry.ipynb #5e814b20
 def _project(project) -> Project:
-    return project if isinstance(project, Project) else find_project(project)
+    return find_project(project)
 
 def _client(prj:Project):
     "An `MlflowClient` on the project's store (and MLflow's default URIs set to it)."

@@ -320,7 +320,7 @@ def create_app(target:str, # `NAME@ALIAS`, `NAME/VERSION` or `NAME`
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response
-    prj = project if isinstance(project, Project) else find_project(project)
+    prj = find_project(project)
     srv = ModelServer(prj, target, **opts)
     log = logging.getLogger('mlnb.serving')
     Inst = instance_type(srv.slot)
@@ -482,7 +482,7 @@ def serve(target:str, # `NAME@ALIAS`, `NAME/VERSION` or `NAME` (`@champion`)
     "Serve a registered model over HTTP with FastAPI and uvicorn."
     need('uvicorn', extra='serve')
     import uvicorn
-    prj = project if isinstance(project, Project) else find_project(project)
+    prj = find_project(project)
     st = prj.settings
     host = host or st['serve.host']; port = st['serve.port'] if port is None else port
     workers = st['serve.workers'] if workers is None else workers

@@ -619,7 +619,7 @@ def runs(experiment:str|None=None, # Only this experiment's runs (default: every
         ) -> RunsTable|RunsComparison:
     "The runs of the project's tracking store as a table, or a comparison of the runs in `compare`."
     from mlflow.entities import ViewType
-    prj = project if isinstance(project, Project) else find_project(project)
+    prj = find_project(project)
     _reachable(prj.tracking_uri)
     c = mlflow_client(prj.tracking_uri)
     exps = c.search_experiments(view_type=ViewType.ACTIVE_ONLY)

@@ -923,7 +923,7 @@ def train(model, # A torch `nn.Module`, a Hugging Face sequence classifier (or i
          ) -> TrainResult:
     "Train `model` on `data` with checkpoints, resume, mixed precision, tracking and progress events."
     from mlnb.config import Project, find_project
-    project = project if isinstance(project, Project) else find_project(project)
+    project = find_project(project)
     for n, v in dict(epochs=epochs, batch_size=batch_size, grad_accum=grad_accum).items():
         if not isinstance(v, int) or v < 1: raise TrainError(f"{n} must be a positive integer, got {v!r}", hint=f"e.g. {n}=1")
     if checkpoint_every is None: checkpoint_every = project.settings.get('training.checkpoint_every') or None

@@ -542,7 +542,7 @@ def tune(objective, # `fn(params) -> float|dict`, `fn(trial)`, or a train spec (
         raise TuneError(f"training never reports '{metric}': it reports {', '.join(sorted(known))}", hint="pass metric= one of those (add `val=` for validation metrics)")
     direction = direction_of(direction) if direction is not None else None
     smp, prn = make_sampler(sampler, seed), make_pruner(pruner)
-    prj = project if isinstance(project, Project) else find_project(project)
+    prj = find_project(project)
     stor = open_storage(storage, prj)
     url = storage_url(storage if storage is not None else None, prj) if not (storage is not None and not isinstance(storage, (str, Path))) else _try_url(stor)
     name = study or getattr(objective, '__name__', None) or 'study'
@@ -730,7 +730,7 @@ def tune_worker(study:str, # The study's name
     "Join the existing `study`: run `n_trials` more of it in this process."
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    prj = project if isinstance(project, Project) else find_project(project)
+    prj = find_project(project)
     stor = open_storage(storage, prj)
     try: st = optuna.load_study(study_name=study, storage=stor, sampler=make_sampler(sampler, seed), pruner=make_pruner(pruner))
     except KeyError:
