@@ -13,7 +13,8 @@ from typing import Any
 from .core import MlnbError, MlnbUsageError, emit, html_table, need, verb
 
 # %% auto #0
-__all__ = ['QUANTIZE_MODES', 'QuantizeError', 'quantize_model']
+__all__ = ['QUANTIZE_MODES', 'QuantizeError', 'quantize_model', 'ScoringError', 'PredictResult', 'predict_file', 'QuantizeReport',
+           'quantize_report']
 
 # %% ../nbs/71_scoring.ipynb #d2503e66
 QUANTIZE_MODES = ('int8',)
@@ -70,3 +71,356 @@ def quantize_model(model, # A torch `nn.Module`, an MLflow pyfunc model (pytorch
                                     model_id=getattr(model, '_model_id', None))
     out._mlnb_quantized = mode
     return out
+
+# %% ../nbs/71_scoring.ipynb #185075ef
+from .config import Project, find_project, setting
+
+setting("predict.chunk_size", 10000, "Rows per chunk of `mlnb predict`: each chunk is scored and saved on its own, so a re-run resumes after the last one saved")
+setting("predict.max_batch", 1024, "Most rows `mlnb predict` sends to the model in one call")
+
+class ScoringError(MlnbError):
+    "Batch scoring cannot go on: a missing or unreadable input, columns the model does not take, a bad output path."
+
+_FORMATS = {'.csv': 'csv', '.parquet': 'parquet', '.pq': 'parquet'}
+_DELAY_ENV = 'MLNB_PREDICT_CHUNK_DELAY_S'  # seconds to sleep after each scored chunk (tests kill a job mid-way with it)
+
+def _out_format(out:Path) -> str:
+    fmt = _FORMATS.get(out.suffix.lower())
+    if fmt is None: raise MlnbUsageError(f"cannot tell the output format of {out}", hint="end --out with .csv, .parquet or .pq")
+    if not out.parent.is_dir(): raise ScoringError(f"the output folder {out.parent} does not exist", hint=f"create it first (mkdir -p {out.parent})")
+    if out.is_dir(): raise ScoringError(f"the output {out} is a folder", hint="give a file name ending in .csv or .parquet")
+    return fmt
+
+def _input_files(inp:Path, out:Path) -> list[Path]:
+    "The files to score: `inp` itself, or the CSV/Parquet files in the folder `inp` (not the output)."
+    if not inp.exists(): raise ScoringError(f"the input {inp} does not exist", hint="give a CSV or Parquet file, or a folder of them")
+    if inp.is_dir():
+        skip = {out.resolve(), Path(f"{out}.parts").resolve()}
+        files = sorted(f for f in inp.iterdir() if f.is_file() and f.suffix.lower() in _FORMATS and f.resolve() not in skip)
+        if not files: raise ScoringError(f"the folder {inp} holds no CSV or Parquet files", hint="name them *.csv, *.parquet or *.pq")
+        return files
+    if inp.suffix.lower() not in _FORMATS: raise ScoringError(f"cannot read {inp}: not a CSV or Parquet file", hint="give a .csv, .parquet or .pq file, or a folder of them")
+    if inp.resolve() == out.resolve(): raise MlnbUsageError(f"the output {out} is the input", hint="write the predictions to another file")
+    return [inp]
+
+def _fingerprint(f) -> tuple[str, int|None]:
+    "The content hash of a file (or DataFrame) and its row count (for a CSV, its lines less the header: for progress only)."
+    if hasattr(f, 'columns'):
+        pd = need('pandas')
+        h = hashlib.sha256(pd.util.hash_pandas_object(f, index=True).values.tobytes())
+        h.update(json.dumps(list(map(str, f.columns))).encode())
+        return h.hexdigest(), len(f)
+    h, lines = hashlib.sha256(), 0
+    try:
+        with open(f, 'rb') as fh:
+            for b in iter(lambda: fh.read(1 << 20), b''): h.update(b); lines += b.count(b'\n')
+    except OSError as e: raise ScoringError(f"cannot read {f}: {e.strerror or e}", hint="check the file's permissions") from None
+    if _FORMATS[f.suffix.lower()] == 'parquet':
+        pq = need('pyarrow.parquet', pip='pyarrow')
+        try: return h.hexdigest(), pq.ParquetFile(f).metadata.num_rows
+        except Exception as e: raise ScoringError(f"cannot read {f}: {_line(e)}", hint="is it a Parquet file? (convert it, or rename a CSV to .csv)") from None
+    return h.hexdigest(), max(lines - 1, 0)
+
+def _line(e:BaseException) -> str:
+    s = str(e).strip()
+    return f"{type(e).__name__}: {s.splitlines()[0] if s else ''}"
+
+def _chunks(f, n:int):
+    "DataFrames of at most `n` rows from the file (or DataFrame) `f`."
+    if hasattr(f, 'columns'):
+        for i in range(0, len(f), n): yield f.iloc[i:i+n]
+        return
+    pd = need('pandas')
+    try:
+        if _FORMATS[f.suffix.lower()] == 'parquet':
+            pq = need('pyarrow.parquet', pip='pyarrow')
+            it = (b.to_pandas() for b in pq.ParquetFile(f).iter_batches(batch_size=n))
+        else: it = pd.read_csv(f, chunksize=n)
+        for df in it: yield df
+    except MlnbError: raise
+    except Exception as e:
+        raise ScoringError(f"cannot read {f}: {_line(e)}", hint="check that it is a well-formed CSV (with a header) or Parquet file") from None
+
+# %% ../nbs/71_scoring.ipynb #bb7a6e07
+def _model_rows(slot, df, id_column:str|None, src:str):
+    "The rows `predict_rows` takes for the DataFrame `df`, checked against `slot`'s signature."
+    have = list(map(str, df.columns))
+    if slot.kind == 'columns':
+        cols = [c.name for c in slot.schema.inputs]
+        missing = [c.name for c in slot.schema.inputs if c.required and c.name not in df.columns]
+        if missing:
+            raise ScoringError(f"{src} lacks the column(s) {', '.join(missing)} that the model's signature requires",
+                               hint=f"the model takes: {', '.join(cols)}; {src} has: {', '.join(have[:20])}{' ...' if len(have) > 20 else ''}")
+        return df[[c for c in cols if c in df.columns]].to_dict('records')
+    feats = df.drop(columns=[id_column]) if id_column else df
+    if slot.kind == 'tensor':
+        spec = slot.schema.inputs[0]
+        if len(spec.shape) != 2:
+            raise ScoringError(f"the model takes tensors of shape {tuple(spec.shape)}, which a table's rows cannot hold", hint="score it through the Python API with arrays")
+        k = spec.shape[1]
+        if k != -1 and feats.shape[1] != k:
+            raise ScoringError(f"the model takes {k} features per row and {src} has {feats.shape[1]} columns" + (f" besides {id_column}" if id_column else ""),
+                               hint="keep only the model's feature columns (in the training order), and name the id column with --id-column")
+        try: return feats.to_numpy(dtype=spec.type)
+        except (TypeError, ValueError) as e:
+            raise ScoringError(f"{src} has values that are not {spec.type}: {_line(e)}", hint="the model takes numeric feature columns only") from None
+    return feats.to_dict('records')
+
+def _score(slot, rows, max_batch:int, src:str) -> list:
+    "One prediction per row, from `predict_rows` in calls of at most `max_batch` rows."
+    from mlnb.serving import predict_rows
+    out = []
+    try:
+        for i in range(0, len(rows), max_batch): out += predict_rows(slot, rows[i:i+max_batch])
+    except MlnbError: raise
+    except Exception as e:
+        raise ScoringError(f"the model failed on {src}: {_line(e)}", hint="check the input's values and types against the model's signature") from None
+    return out
+
+def _pred_frame(preds:list):
+    pd = need('pandas')
+    first = next((p for p in preds if p is not None), None)
+    if isinstance(first, dict): return pd.DataFrame(preds).add_prefix('prediction_')
+    if isinstance(first, (list, tuple)) and all(isinstance(p, (list, tuple)) and len(p) == len(first) for p in preds):
+        return pd.DataFrame(preds, columns=[f"prediction_{i}" for i in range(len(first))])
+    return pd.DataFrame({'prediction': preds})
+
+# %% ../nbs/71_scoring.ipynb #396ca307
+class _Parts:
+    "`OUT.parts/`: finished chunks as Parquet parts, listed in `manifest.jsonl`."
+    def __init__(self, out:Path):
+        self.dir = Path(f"{out}.parts"); self.manifest = self.dir/'manifest.jsonl'
+        self.dir.mkdir(exist_ok=True)
+        self.done = {}
+        if self.manifest.exists():
+            for l in self.manifest.read_text().splitlines():
+                try: e = json.loads(l)
+                except ValueError: continue
+                if isinstance(e, dict) and (self.dir/e.get('part', '')).is_file(): self.done[e['key']] = e
+    @staticmethod
+    def key(**fields) -> str: return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    def add(self, key:str, df, **info):
+        from mlnb.core import atomic_write
+        part = f"{key}.parquet"
+        atomic_write(self.dir/part, df.to_parquet(index=False))
+        e = {'key': key, 'part': part, 'rows': len(df), **info}
+        with open(self.manifest, 'a') as f:
+            f.write(json.dumps(e, default=str) + '\n'); f.flush(); os.fsync(f.fileno())
+        self.done[key] = e
+    def read(self, key:str):
+        pd = need('pandas')
+        return pd.read_parquet(self.dir/self.done[key]['part'])
+    def remove(self):
+        import shutil
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+# %% ../nbs/71_scoring.ipynb #2b440576
+@dataclass
+class PredictResult:
+    "What `predict_file` did: the output, its rows, chunks scored and chunks resumed, the model version and the speed."
+    out: Path # The output file
+    model: str # The registered model
+    version: int # Its version that scored
+    rows: int # Rows written
+    chunks: int # Chunks in all
+    resumed: int # Chunks taken from an earlier, interrupted run
+    seconds: float # Wall time of this run
+    quantize: str|None = None # `int8` when the model was quantized
+    @property
+    def rows_per_s(self) -> float: return self.rows / self.seconds if self.seconds else float('nan')
+    def __repr__(self):
+        q = f" ({self.quantize})" if self.quantize else ""
+        res = f", {self.resumed} resumed" if self.resumed else ""
+        return (f"scored {self.rows:,} rows with {self.model} v{self.version}{q} into {self.out} "
+                f"({self.chunks} chunks{res}; {self.seconds:.1f}s, {self.rows_per_s:,.0f} rows/s)")
+    def _repr_html_(self):
+        rows = [{'': k, 'value': v} for k, v in dataclasses.asdict(self).items()]
+        return html_table(rows, ['', 'value'], caption=repr(self))
+
+def _load(model:str, quantize:str|None, prj:Project):
+    from mlnb.serving import load_slot, parse_target
+    name, alias, version = parse_target(model)
+    if quantize is not None and quantize not in QUANTIZE_MODES:
+        raise MlnbUsageError(f"unsupported quantization mode {quantize!r}", hint=f"choose from: {', '.join(QUANTIZE_MODES)}")
+    slot = load_slot(prj, name, alias, version)
+    if quantize:
+        try: slot = quantize_model(slot, quantize)
+        except QuantizeError as e: raise QuantizeError(f"{name} v{slot.version}: {e.message}", e.hint) from None
+    return slot
+
+def predict_file(model:str, # The registered model: `NAME@ALIAS`, `NAME/VERSION` or `NAME` (`@champion`)
+                 input, # A CSV or Parquet file, a folder of them, or a DataFrame
+                 out:str|Path, # The output file: `.csv`, `.parquet` or `.pq`
+                 *, chunk_size:int|None=None, # Rows per chunk (setting `predict.chunk_size`)
+                 max_batch:int|None=None, # Most rows per model call (setting `predict.max_batch`)
+                 quantize:str|None=None, # `int8`: score with a dynamically quantized copy of a torch model
+                 id_column:str|None=None, # A column of the input to copy into the output to identify rows
+                 project=None, # The project (default: the one at or above the current folder)
+                ) -> PredictResult:
+    "Score `input` with a registered model in resumable chunks and write the predictions to `out` atomically."
+    pd = need('pandas')
+    t0 = time.perf_counter()
+    prj = find_project(project); st = prj.settings
+    chunk_size = st['predict.chunk_size'] if chunk_size is None else chunk_size
+    max_batch = st['predict.max_batch'] if max_batch is None else max_batch
+    if chunk_size < 1 or max_batch < 1: raise MlnbUsageError("--chunk-size and --max-batch must be at least 1")
+    out = Path(out).expanduser(); fmt = _out_format(out)
+    is_df = hasattr(input, 'columns')
+    files = [input] if is_df else _input_files(Path(input).expanduser(), out)
+    names = ['<DataFrame>'] if is_df else [f.name for f in files]
+    prints = [_fingerprint(f) for f in files]  # reads every input first: an unreadable one fails before any scoring
+    slot = _load(model, quantize, prj)
+    total = sum(n or 0 for _, n in prints)
+    emit('predict.start', msg=f"scoring {'a DataFrame' if is_df else ', '.join(names[:3]) + (' ...' if len(names) > 3 else '')} "
+                              f"(~{total:,} rows) with {slot.name} v{slot.version}{' ' + quantize if quantize else ''} in chunks of {chunk_size:,}",
+         model=slot.name, version=slot.version, files=len(files), total=total)
+    parts = _Parts(out)
+    delay = float(os.environ.get(_DELAY_ENV) or 0)
+    keys, done_rows, resumed = [], 0, 0
+    for f, name, (fhash, _) in zip(files, names, prints):
+        for i, df in enumerate(_chunks(f, chunk_size)):
+            key = parts.key(input=fhash, chunk_size=chunk_size, chunk=i, model=slot.name, version=slot.version,
+                            quantize=quantize, id_column=id_column, folder=len(files) > 1 and name)
+            keys.append(key)
+            if key in parts.done:
+                resumed += 1; done_rows += parts.done[key]['rows']
+                emit('predict.chunk', msg=f"{name} chunk {i}: done in an earlier run, skipped", tick=True, file=name, chunk=i, resumed=True, done=done_rows, total=total)
+                continue
+            src = f"{name} (chunk {i}, rows {i * chunk_size}-{i * chunk_size + len(df) - 1})"
+            if id_column and id_column not in df.columns:
+                raise ScoringError(f"{name} has no id column '{id_column}'", hint=f"its columns: {', '.join(map(str, df.columns[:20]))}")
+            tc = time.perf_counter()
+            preds = _score(slot, _model_rows(slot, df, id_column, src), max_batch, src)
+            head = pd.DataFrame({id_column: df[id_column].to_numpy()}) if id_column else \
+                   pd.DataFrame(({'file': name} if len(files) > 1 else {}) | {'row': range(i * chunk_size, i * chunk_size + len(df))})
+            parts.add(key, pd.concat([head, _pred_frame(preds)], axis=1), file=name, chunk=i, model=slot.name, version=slot.version)
+            done_rows += len(df)
+            emit('predict.chunk', msg=f"{name} chunk {i}: {done_rows:,}/~{total:,} rows ({len(df) / max(time.perf_counter() - tc, 1e-9):,.0f} rows/s)",
+                 tick=True, file=name, chunk=i, resumed=False, done=done_rows, total=total)
+            if delay: time.sleep(delay)
+    frames = [parts.read(k) for k in keys]
+    res = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=['row', 'prediction'])
+    from mlnb.core import atomic_write
+    atomic_write(out, res.to_parquet(index=False) if fmt == 'parquet' else res.to_csv(index=False))
+    parts.remove()
+    r = PredictResult(out, slot.name, slot.version, len(res), len(keys), resumed, time.perf_counter() - t0, quantize)
+    emit('predict.done', msg=repr(r), out=str(out), rows=r.rows, chunks=r.chunks, resumed=resumed, version=slot.version)
+    return r
+
+# %% ../nbs/71_scoring.ipynb #a7809032
+@dataclass
+class QuantizeReport:
+    "fp32 against int8 on one holdout: rows per second and the metric of each."
+    model: str # The registered model
+    version: int # Its version
+    mode: str # The quantization (`int8`)
+    metric: str # The metric's name
+    rows: int # Holdout rows
+    fp32_rows_s: float # Rows per second of the original model
+    int8_rows_s: float # Rows per second of the quantized copy
+    fp32_metric: float # The metric of the original model on the holdout
+    int8_metric: float # The metric of the quantized copy on the holdout
+    @property
+    def speedup(self) -> float: return self.int8_rows_s / self.fp32_rows_s
+    @property
+    def metric_change(self) -> float: return self.int8_metric - self.fp32_metric
+    def metrics(self) -> dict:
+        "The numbers as `quantize.*` metrics."
+        m = self.metric
+        return {'quantize.fp32_rows_s': self.fp32_rows_s, f'quantize.{self.mode}_rows_s': self.int8_rows_s, 'quantize.speedup': self.speedup,
+                f'quantize.fp32_{m}': self.fp32_metric, f'quantize.{self.mode}_{m}': self.int8_metric, f'quantize.{m}_change': self.metric_change}
+    def __repr__(self):
+        return (f"{self.model} v{self.version} {self.mode} vs fp32 on {self.rows:,} holdout rows: {self.speedup:.2f}x rows/s "
+                f"({self.fp32_rows_s:,.0f} -> {self.int8_rows_s:,.0f}), {self.metric} {self.fp32_metric:.4f} -> {self.int8_metric:.4f} ({self.metric_change:+.4f})")
+    def _repr_html_(self):
+        rows = [{'': 'fp32', 'rows/s': f"{self.fp32_rows_s:,.0f}", self.metric: f"{self.fp32_metric:.4f}"},
+                {'': self.mode, 'rows/s': f"{self.int8_rows_s:,.0f}", self.metric: f"{self.int8_metric:.4f}"}]
+        return html_table(rows, ['', 'rows/s', self.metric], caption=repr(self))
+
+def _holdout_input(slot, X):
+    "The holdout features as the model's input (the rows `predict_rows` takes)."
+    if hasattr(X, 'columns'): return _model_rows(slot, X, None, 'the holdout')
+    import numpy as np
+    if slot.kind == 'tensor': return np.asarray(X, dtype=slot.schema.inputs[0].type)
+    raise ScoringError("the holdout's features must be a DataFrame for a model with named columns", hint="pass a DataFrame with the target column, or a file")
+
+def _rows_per_s(slot, rows, max_batch:int, min_s:float) -> float:
+    "Rows per second of one timed measure: whole passes over `rows` until at least `min_s` seconds."
+    n, t0 = 0, time.perf_counter()
+    while True:
+        _score(slot, rows, max_batch, 'the holdout'); n += len(rows)
+        dt = time.perf_counter() - t0
+        if dt >= min_s: return n / dt
+
+def _log_report(rep:QuantizeReport) -> bool:
+    "Log the report's metrics to the active mlnb run, else the active MLflow run; True if one was active."
+    from mlnb.track import active_run
+    run = active_run()
+    if run is not None: run.log(rep.metrics()); return True
+    import sys
+    mlflow = sys.modules.get('mlflow')
+    if mlflow is not None and mlflow.active_run() is not None:
+        mlflow.log_metrics(rep.metrics()); return True
+    return False
+
+def quantize_report(model:str, # The registered model: `NAME@ALIAS`, `NAME/VERSION` or `NAME`
+                    holdout, # A DataFrame with the target column, a CSV/Parquet file, or `(X, y)`
+                    target:str|None=None, # The target column (setting `registry.target`)
+                    *, mode:str="int8", # The quantization
+                    metric:str|None=None, # A gate metric: accuracy, f1, r2, rmse, ... (setting `registry.metric`)
+                    repeats:int=5, # Timed measures of each model, alternated
+                    min_seconds:float=0.2, # Least time of one measure (whole passes over the holdout)
+                    max_batch:int|None=None, # Most rows per model call (setting `predict.max_batch`)
+                    project=None, # The project
+                   ) -> QuantizeReport:
+    "Speed and metric of a torch model and its quantized copy on a holdout: emitted, and logged to the active run."
+    import statistics
+    from mlnb.registry import gate_from
+    prj = find_project(project)
+    max_batch = prj.settings['predict.max_batch'] if max_batch is None else max_batch
+    g = gate_from(holdout, prj, target, metric=metric)
+    if not isinstance(g.metric, str): raise MlnbUsageError("quantize_report takes a metric name", hint="e.g. metric='accuracy' or 'rmse'")
+    fp32 = _load(model, None, prj); q = _load(model, mode, prj)
+    rows = _holdout_input(fp32, g.X)
+    if len(rows) == 0: raise ScoringError("the holdout is empty", hint="pass a holdout with rows")
+    from mlnb.serving import to_model_input
+    gx = dataclasses.replace(g, X=to_model_input(fp32, rows))
+    scores = {k: g_.score(s.model) for k, s, g_ in (('fp32', fp32, gx), (mode, q, gx))}
+    speeds = {'fp32': [], mode: []}
+    for s in (fp32, q): _score(s, rows[:max_batch], max_batch, 'the holdout')  # warm up
+    for i in range(max(1, repeats)):
+        order = ((fp32, 'fp32'), (q, mode)) if i % 2 == 0 else ((q, mode), (fp32, 'fp32'))
+        for s, k in order: speeds[k].append(_rows_per_s(s, rows, max_batch, min_seconds))
+    rep = QuantizeReport(fp32.name, fp32.version, mode, g.metric, len(rows), statistics.median(speeds['fp32']),
+                         statistics.median(speeds[mode]), scores['fp32'], scores[mode])
+    logged = _log_report(rep)
+    emit('predict.quantize', msg=repr(rep) + (" (logged to the active run)" if logged else ""), **rep.metrics())
+    return rep
+
+# %% ../nbs/71_scoring.ipynb #5a4f8081
+def _predict_args(p):
+    p.add_argument("model", help="the registered model: NAME@ALIAS (e.g. cancer@champion), NAME/VERSION or NAME")
+    p.add_argument("input", help="a CSV or Parquet file, or a folder of them (in a notebook: also a DataFrame's name)")
+    p.add_argument("--out", required=True, help="the output file, .csv or .parquet (finished chunks wait in OUT.parts/ until it is written)")
+    p.add_argument("--chunk-size", type=int, help="rows per chunk (default: setting predict.chunk_size)")
+    p.add_argument("--max-batch", type=int, help="most rows per model call (default: setting predict.max_batch)")
+    p.add_argument("--quantize", choices=QUANTIZE_MODES, help="score with a dynamically quantized copy of a torch model (CPU)")
+    p.add_argument("--id-column", help="an input column to copy into the output (default: the row number)")
+
+@verb("predict", "score a CSV/Parquet file or folder with a registered model, in resumable chunks: NAME@ALIAS INPUT --out OUTPUT", _predict_args)
+def _predict_verb(args, ctx):
+    inp = ctx.resolve(args.input)
+    return predict_file(args.model, inp, args.out, chunk_size=args.chunk_size, max_batch=args.max_batch,
+                        quantize=args.quantize, id_column=args.id_column)
+
+def _qreport_args(p):
+    p.add_argument("model", help="the registered torch model: NAME@ALIAS, NAME/VERSION or NAME")
+    p.add_argument("holdout", help="a CSV or Parquet file with the target column (in a notebook: also a DataFrame's name)")
+    p.add_argument("--target", help="the target column (default: setting registry.target)")
+    p.add_argument("--metric", help="accuracy, f1, precision, recall, r2, rmse, mae or mse (default: setting registry.metric)")
+    p.add_argument("--mode", default="int8", choices=QUANTIZE_MODES, help="the quantization")
+    p.add_argument("--repeats", type=int, default=5, help="timed measures of each model")
+
+@verb("quantize-report", "int8 against fp32 for a registered torch model: rows/s and the metric on a holdout", _qreport_args)
+def _qreport_verb(args, ctx):
+    return quantize_report(args.model, ctx.resolve(args.holdout), args.target, mode=args.mode, metric=args.metric, repeats=args.repeats)
