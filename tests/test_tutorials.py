@@ -1,0 +1,282 @@
+"""The tutorials in `nbs/tutorials/` keep the outputs of a real run, so that the docs site shows the views (the static
+HTML fallbacks of mlnb's widgets, the tables, the text) without executing anything. `nbdev-test` executes the
+tutorials; these tests check what was saved: every view the site needs is there, nothing in it churns from one
+run to the next (temp paths, clock times, run ids, widget state), and `nbdev-clean` leaves it as it is.
+
+To refresh the saved outputs after editing a tutorial (a few minutes; it needs the `dev` extra):
+
+    python tests/test_tutorials.py                       # every tutorial
+    python tests/test_tutorials.py end_to_end.ipynb      # one
+
+Each tutorial is executed in a fresh kernel by nbclient; a live widget's output is replaced by its final HTML (what
+the widget showed when the cell ended), volatile values are replaced by stable placeholders, and the notebook is
+cleaned by nbdev's own `clean_nb`."""
+import copy, html, json, os, re, sys, tempfile
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TUTORIALS = ROOT/'nbs'/'tutorials'
+WIDGET_VIEW = 'application/vnd.jupyter.widget-view+json'
+WIDGET_STATE = 'application/vnd.jupyter.widget-state+json'
+
+# ---- saving a tutorial's outputs ----------------------------------------------------------------------------------
+
+def widget_html(state:dict, # `model_id -> {'model_name', 'state', ...}` from the notebook's widget state
+                model_id:str, # The widget to render
+               ) -> str:
+    "The static HTML of an ipywidgets view: an `HTML` widget's value, a box's children in order; controls (dropdowns, buttons, pickers) have no static form."
+    m = state.get(model_id)
+    if m is None: return ''
+    name, s = m.get('model_name', ''), m.get('state', {})
+    if name in ('HTMLModel', 'HTMLMathModel'): return s.get('value', '')
+    if name in ('LabelModel',): return f"<div>{html.escape(s.get('value', ''))}</div>"
+    if 'children' in s:
+        kids = [widget_html(state, c.removeprefix('IPY_MODEL_')) for c in s['children']]
+        return ''.join(k for k in kids if k)
+    return ''
+
+def _is_progress(state:dict, model_id:str) -> bool:
+    "Whether a widget is, or holds, a progress bar."
+    m = state.get(model_id, {})
+    if m.get('model_name') in ('FloatProgressModel', 'IntProgressModel'): return True
+    return any(_is_progress(state, c.removeprefix('IPY_MODEL_')) for c in m.get('state', {}).get('children', []))
+
+def fallback_outputs(nb:dict, # A notebook executed with `store_widget_state=True` (a dict)
+                    ) -> dict:
+    "Replace each live widget output with its final HTML, and drop the widget state (the site has no widget manager)."
+    state = nb.get('metadata', {}).pop('widgets', {}).get(WIDGET_STATE, {}).get('state', {})
+    for cell in nb['cells']:
+        outs = []
+        for o in cell.get('outputs', []):
+            if o.get('output_type') == 'stream' and o.get('name') == 'stderr': continue  # warnings and progress noise
+            if o.get('output_type') == 'stream' and not ''.join(o.get('text', '')).strip(): continue
+            data = o.get('data', {})
+            view = data.get(WIDGET_VIEW)
+            if view is not None:
+                if _is_progress(state, view['model_id']): continue  # a progress bar (tqdm): transient
+                body = widget_html(state, view['model_id'])
+                if not body: continue
+                o = {'output_type': 'display_data', 'metadata': {}, 'data': {'text/html': body}}
+            elif 'text/html' in data:
+                if not _text(''.join(data['text/html'])): continue  # an empty rich console
+                data.pop('text/plain', None)  # the page shows the HTML; the text repr would only add volatile ids
+            outs.append(o)
+        if 'outputs' in cell: cell['outputs'] = outs
+    return nb
+
+# Table columns (or the first cell of a row, in two-column "what/value" tables) whose values differ on every run:
+# their cells show a placeholder in the saved copy. So do measured speeds and system metrics inside a cell.
+VOLATILE_COLUMNS = {'run', 'run_id', 'started', 'duration', 'seconds', 'created', 'date', 'loaded_at', 'time', 'when', 'commit',
+                    'samples_per_s', 'samples/s', 'metrics.samples_per_s', 'mfu', 'metrics.epoch_seconds'}
+MEASURED = re.compile(r'\b((?:metrics\.)?samples_per_s|system/\w+|seconds)=[-+\d.e]+')
+DURATION = re.compile(r'\b\d+\.\d+ ?s\b')  # "in 12.3s", "(4.1s)": wall times
+TIMESTAMP = re.compile(r'\b\d{4}-\d\d-\d\d[ T]\d\d:\d\d(:\d\d(\.\d+)?)?([+-]\d\d:?\d\d|Z)?')
+HEX32 = re.compile(r'\b[0-9a-f]{32}\b')
+TMP = re.compile(r'(?:/private)?/(?:tmp|var/folders)/[^\s\'"<>`),;]*')
+
+def _text(cell:str) -> str: return html.unescape(re.sub(r'<[^>]+>', '', cell)).strip()
+
+def _scrub_table(t:str) -> str:
+    "Blank the cells of volatile columns, and of volatile rows of a what/value table, in one `<table>`."
+    heads = [_text(h) for h in re.findall(r'<th[^>]*>(.*?)</th>', t, re.S)]
+    bad = {i for i, h in enumerate(heads) if h in VOLATILE_COLUMNS}
+    def row(m):
+        cells = re.findall(r'<td[^>]*>.*?</td>', m.group(1), re.S)
+        if len(cells) != len(heads): return m.group(0)
+        if cells and _text(cells[0]) in VOLATILE_COLUMNS: return '<tr>' + cells[0] + '<td>…</td>' * (len(cells) - 1) + '</tr>'
+        return '<tr>' + ''.join('<td>…</td>' if i in bad else c for i, c in enumerate(cells)) + '</tr>'
+    return re.sub(r'<tr>((?:(?!</tr>).)*?<td.*?)</tr>', row, t, flags=re.S)
+
+def scrub(text:str, # An output's text or HTML
+          tmp:str|None=None, # The temp folder the kernel ran in (replaced by `/tmp/…`)
+         ) -> str:
+    "Replace what changes on every run with stable placeholders: temp paths, clock times, run ids, measured speeds, volatile table columns."
+    if tmp: text = re.sub(re.escape(tmp) + r'[^\s\'"<>`),;]*', '/tmp/…', text)
+    text = TMP.sub('/tmp/…', text)
+    text = TIMESTAMP.sub('YYYY-MM-DD hh:mm', text)
+    text = HEX32.sub('<run id>' if '<' not in text else '&lt;run id&gt;', text)
+    text = MEASURED.sub(lambda m: f"{m.group(1)}=…", text)
+    text = DURATION.sub('…s', text)
+    text = re.sub(r"<table class='mlnb-table'>.*?</table>", lambda m: _scrub_table(m.group(0)), text, flags=re.S)
+    return text
+
+def _scrub_nb(nb:dict, tmp:str|None):
+    for cell in nb['cells']:
+        for o in cell.get('outputs', []):
+            if 'text' in o: o['text'] = scrub(''.join(o['text']), tmp)
+            for k, v in o.get('data', {}).items():
+                if k.startswith('text/') or k == 'image/svg+xml': o['data'][k] = scrub(''.join(v) if isinstance(v, list) else v, tmp)
+            if o.get('output_type') == 'error': o['traceback'] = [scrub(l, tmp) for l in o.get('traceback', [])]
+    return nb
+
+def clean(nb:dict) -> dict:
+    "nbdev's own cleaning (what `nbdev-clean` does to the file), on a copy."
+    from nbdev.clean import clean_nb
+    nb = copy.deepcopy(nb)
+    clean_nb(nb)
+    return nb
+
+def save(path:Path, # The tutorial notebook
+         timeout:int=1200, # Seconds a cell may run
+        ) -> Path:
+    "Execute `path` in a fresh kernel and write it back with its outputs as the site should show them."
+    import nbformat
+    from nbclient import NotebookClient
+    nb = nbformat.read(str(path), as_version=4)
+    with tempfile.TemporaryDirectory(prefix='mlnb-tutorial-') as tmp:
+        env = {**os.environ, 'TMPDIR': tmp, 'DVC_NO_ANALYTICS': '1', 'PYTHONWARNINGS': 'ignore', 'MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR': 'false',
+               'PYTHONPATH': os.pathsep.join([str(ROOT), *filter(None, [os.environ.get('PYTHONPATH')])])}  # this checkout's mlnb
+        env.pop('MLNB_PROJECT', None)
+        client = NotebookClient(nb, timeout=timeout, kernel_name='python3', store_widget_state=True,
+                                resources={'metadata': {'path': str(path.parent)}})
+        old = dict(os.environ)
+        os.environ.update(env)  # the kernel inherits the environment of this process
+        try: client.execute(env=env)
+        finally: os.environ.clear(); os.environ.update(old)
+        d = json.loads(nbformat.writes(nb))
+        d = clean(_scrub_nb(fallback_outputs(d), tmp))
+    nbformat.validate(nbformat.from_dict(d))
+    path.write_text(json.dumps(d, indent=1, ensure_ascii=False) + '\n')
+    return path
+
+# ---- what the saved outputs must show -----------------------------------------------------------------------------
+
+def _load(name:str) -> dict: return json.loads((TUTORIALS/name).read_text())
+
+def _outputs(nb:dict) -> list[str]:
+    "Every output's text and HTML, one string per output."
+    res = []
+    for c in nb['cells']:
+        for o in c.get('outputs', []):
+            res.append(''.join(o.get('text', '')) + '\n'.join(''.join(v) if isinstance(v, list) else str(v) for k, v in o.get('data', {}).items()
+                                                            if k.startswith('text/') or k == 'image/svg+xml'))
+    return res
+
+def _output_of(nb:dict, code:str) -> str:
+    "The outputs of the first code cell whose source contains `code`."
+    for c in nb['cells']:
+        if c['cell_type'] == 'code' and code in ''.join(c['source']):
+            return '\n'.join(_outputs({'cells': [c]}))
+    raise AssertionError(f"no cell with {code!r}")
+
+def _html_of(nb:dict, code:str) -> str:
+    "The HTML outputs of the first code cell whose source contains `code`."
+    for c in nb['cells']:
+        if c['cell_type'] == 'code' and code in ''.join(c['source']):
+            return '\n'.join(''.join(o['data']['text/html']) for o in c.get('outputs', []) if 'text/html' in o.get('data', {}))
+    raise AssertionError(f"no cell with {code!r}")
+
+def tutorials() -> list[str]: return sorted(p.name for p in TUTORIALS.glob('*.ipynb'))
+
+def test_the_story_is_told():
+    "Together the tutorials cover the whole story, each step through the public API."
+    src = '\n'.join(''.join(c['source']) for n in tutorials() for c in _load(n)['cells'] if c['cell_type'] == 'code')
+    steps = {'init': r'mlnb\.(init|use_template)\(', 'data': r'mlnb\.data\.add\(', 'track': r'mlnb\.run\(|%%mlnb track',
+             'train': r'mlnb\.train\(', 'tune': r'mlnb\.tune\(', 'drift': r'mlnb\.drift\(', 'explain': r'mlnb\.explain\(',
+             'register': r'mlnb\.register\(', 'promote': r'mlnb\.promote\(', 'card': r'mlnb\.card\(', 'serve': r'mlnb\.serve\(',
+             'pipeline': r'mlnb\.reproduce\(', 'retrain': r'retrain\('}
+    missing = [k for k, pat in steps.items() if not re.search(pat, src)]
+    assert not missing, f"no tutorial shows: {missing}"
+
+@pytest.mark.parametrize('name', tutorials())
+def test_outputs_saved(name):
+    "Every shown cell (not `#| hide`) that ends in an expression or prints has a saved output, and no cell saved an error."
+    nb = _load(name)
+    errors = [o.get('ename') for c in nb['cells'] for o in c.get('outputs', []) if o.get('output_type') == 'error']
+    assert not errors, f"{name}: cells saved errors {errors}"
+    missing = []
+    for c in nb['cells']:
+        if c['cell_type'] != 'code': continue
+        s = ''.join(c['source'])
+        if re.search(r'^#\|\s*hide', s, re.M) or not s.strip(): continue
+        last = s.rstrip().splitlines()[-1]
+        shows = (re.match(r'^[A-Za-z_%{(][^=]*$', last) and not re.match(r'^(import|from|with|for|if|def|class|assert|test_\w+\(|os\.chdir|%load_ext)\b', last)) \
+                or re.search(r'^print\(', s, re.M)
+        if shows and not c.get('outputs'): missing.append(s.splitlines()[0][:60])
+    assert not missing, f"{name}: cells with no saved output (run `python tests/test_tutorials.py {name}`): {missing}"
+
+@pytest.mark.parametrize('name', tutorials())
+def test_outputs_do_not_churn(name):
+    "What a re-run would change is not saved: widget state, execution counts, temp paths, clock times, run ids."
+    nb = _load(name)
+    assert 'widgets' not in nb['metadata'], f"{name}: widget state saved (the site renders no live widget)"
+    assert clean(nb) == nb, f"{name}: `nbdev-clean` would change it"
+    for c in nb['cells']:
+        assert c.get('execution_count') is None, f"{name}: execution counts saved"
+        for o in c.get('outputs', []):
+            assert WIDGET_VIEW not in o.get('data', {}), f"{name}: a live widget output saved instead of its HTML fallback"
+            assert not (o.get('output_type') == 'stream' and o.get('name') == 'stderr'), f"{name}: stderr saved: {''.join(o['text'])[:200]}"
+    for out in _outputs(nb):
+        for pat in (TMP, TIMESTAMP, HEX32, DURATION, re.compile(r'samples_per_s=\d|system/\w+=\d')):
+            m = pat.search(out.replace('/tmp/…', ''))
+            assert not m, f"{name}: a volatile value saved: {m.group(0)!r} in {out[max(0, m.start() - 80):m.end() + 40]!r}"
+        assert not re.search(r'<iframe|<script', out, re.I), f"{name}: an output with an iframe or a script"
+
+def test_tutorial_1_shows_runs_drift_and_promotion():
+    nb = _load('end_to_end.ipynb')
+    runs = _html_of(nb, '= %mlnb runs')
+    assert "class='mlnb-table'" in runs and 'metrics.val_accuracy' in runs, runs[:500]
+    for name in ('baseline', 'logreg-C0.5', 'logreg-C0.01'): assert name in runs, name
+    drift = _html_of(nb, 'shifted = mlnb.drift')
+    assert 'mlnb-table' in drift and 'pixel_' in drift and re.search(r'drift', drift, re.I), drift[:500]
+    promo = _output_of(nb, "decision = mlnb.promote")
+    assert 'PROMOTED' in promo and 'digits' in promo, promo[:500]
+    models = _html_of(nb, 'models = mlnb.list_models')
+    assert 'champion' in models, models[:500]
+    train = _html_of(nb, 'res = mlnb.train(')
+    assert 'val_accuracy' in train, train[:500]
+
+def test_tutorial_2_shows_trials_explanation_and_card():
+    nb = _load('tune_explain_card.ipynb')
+    tune = _html_of(nb, 'mlnb.tune(')
+    assert 'mlnb-tune' in tune and '<svg' in tune and 'trials of' in tune, tune[:500]
+    ex = _html_of(nb, 'mlnb.explain(')
+    assert 'mlnb-table' in ex and 'worst_' in ex, ex[:500]
+    card = _html_of(nb, 'mlnb.card(')
+    assert re.search(r'<h1[^>]*>', card) and 'Intended use' in card and 'cancer' in card, card[:500]
+
+def test_tutorial_3_shows_pipeline_prediction_and_retrain():
+    nb = _load('pipeline_serve_retrain.ipynb')
+    pipe = _output_of(nb, 'mlnb.reproduce(')
+    for step in ('prepare', 'train', 'evaluate', 'register'): assert step in pipe, (step, pipe[:500])
+    pred = _output_of(nb, '/predict')
+    assert 'predictions' in pred, pred[:500]
+    rt = _output_of(nb, 'report = retrain(')
+    assert re.search(r'promoted|kept|refused', rt, re.I), rt[:500]
+
+def test_tutorials_in_sidebar():
+    "The site's sidebar lists every tutorial, and every other notebook, and nothing that does not exist."
+    import yaml
+    sb = yaml.safe_load((ROOT/'nbs'/'sidebar.yml').read_text())
+    def flat(xs):
+        for x in xs:
+            if isinstance(x, str): yield x
+            elif isinstance(x, dict):
+                if 'href' in x: yield x['href']
+                yield from flat(x.get('contents', []))
+    listed = set(flat(sb['website']['sidebar']['contents']))
+    missing = [n for n in tutorials() if f'tutorials/{n}' not in listed]
+    assert not missing, f"tutorials missing from nbs/sidebar.yml: {missing}"
+    nbs = {p.relative_to(ROOT/'nbs').as_posix() for p in (ROOT/'nbs').rglob('*.ipynb') if '.ipynb_checkpoints' not in p.parts}
+    assert not [x for x in listed if x not in nbs], f"the sidebar lists what is not a notebook: {sorted(listed - nbs)}"
+    assert not nbs - listed, f"notebooks missing from nbs/sidebar.yml: {sorted(nbs - listed)}"
+
+def test_scrub():
+    t = ("<table class='mlnb-table'><thead><tr><th>run</th><th>name</th><th>started</th></tr></thead>"
+         "<tbody><tr><td>ab12cd34</td><td>baseline</td><td>2026-11-26 13:44:43</td></tr></tbody></table>")
+    s = scrub(t + " at /tmp/tmpab12/digits, run 0123456789abcdef0123456789abcdef")
+    assert '<td>…</td><td>baseline</td><td>…</td>' in s and '/tmp/…' in s and '&lt;run id&gt;' in s, s
+    assert scrub("started 2026-11-26T13:44:43Z") == "started YYYY-MM-DD hh:mm"
+    assert scrub("ran 4 stage(s) in 12.3s, samples_per_s=450.2") == "ran 4 stage(s) in …s, samples_per_s=…"
+    state = {'a': {'model_name': 'VBoxModel', 'state': {'children': ['IPY_MODEL_b', 'IPY_MODEL_c']}},
+             'b': {'model_name': 'DropdownModel', 'state': {'value': 'x'}}, 'c': {'model_name': 'HTMLModel', 'state': {'value': '<b>t</b>'}}}
+    assert widget_html(state, 'a') == '<b>t</b>'
+
+if __name__ == '__main__':
+    names = sys.argv[1:] or tutorials()
+    for n in names:
+        p = TUTORIALS/Path(n).name
+        print(f"executing {p.relative_to(ROOT)} ...", flush=True)
+        save(p)
+        print(f"saved {p.relative_to(ROOT)}", flush=True)
