@@ -51,9 +51,9 @@ class AuditError(MlnbError):
 @dataclass
 class AuditReport:
     "What `AuditLog.verify` found: `ok`, the number of `entries`, and `problems` as `(line, message)` pairs."
-    path: Path
-    entries: int
-    problems: list = field(default_factory=list)
+    path: Path  # The log that was checked
+    entries: int  # How many entries it holds
+    problems: list = field(default_factory=list)  # `(line, message)` for each break in the chain; empty when intact
     @property
     def ok(self) -> bool: return not self.problems
     def __repr__(self):
@@ -66,7 +66,8 @@ class AuditReport:
 
 class AuditLog:
     "The append-only, hash-chained log at `path`."
-    def __init__(self, path:str|Path): self.path = Path(path)
+    def __init__(self, path:str|Path, # The log file (`.jsonl`); its head file sits beside it
+                ): self.path = Path(path)
     def __repr__(self): return f"AuditLog({str(self.path)!r})"
     @property
     def head_path(self) -> Path: return self.path.with_name(self.path.name + '.head')

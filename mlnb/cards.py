@@ -197,9 +197,9 @@ def gather(run_or_version, # A run id or `Run`, a `ModelVersion`, 'name/version'
 @dataclass
 class ModelCard:
     "A rendered model card: `.markdown`, `.html`, and the `context` it came from."
-    markdown: str
-    html: str
-    context: dict = field(repr=False)
+    markdown: str  # The card as Markdown, rendered from the template
+    html: str  # The same card as a standalone HTML page
+    context: dict = field(repr=False)  # What the template was rendered with: model, version, metrics, params, lineage, ...
     def save(self, path:str|Path) -> Path:
         "Write the card: HTML for `.html`, else Markdown."
         from mlnb.core import atomic_write

@@ -20,9 +20,9 @@ __all__ = ['SETTINGS', 'PROJECT_FILE', 'Setting', 'setting', 'Value', 'Settings'
 @dataclass(frozen=True)
 class Setting:
     "A declared setting: dotted `name`, `default` (its type is the setting's type) and a one-line `help`."
-    name: str
-    default: Any
-    help: str
+    name: str  # Dotted: `section.key`, as in `mlnb.toml`; `MLNB_SECTION_KEY` overrides it
+    default: Any  # The value when neither `mlnb.toml` nor the environment sets one; its type is the setting's type
+    help: str  # One line, shown by `mlnb config` and written into a new `mlnb.toml`
     @property
     def section(self): return self.name.split('.', 1)[0]
     @property
@@ -56,13 +56,15 @@ setting("runs.dir", ".mlnb/runs", "Where executed notebooks of pipeline steps ar
 @dataclass
 class Value:
     "An effective setting value and where it came from (`default`, `mlnb.toml`, or `env MLNB_…`)."
-    setting: Setting
-    value: Any
-    source: str
+    setting: Setting  # The declared setting
+    value: Any  # Its effective value, converted to the setting's type
+    source: str  # Where the value came from: `default`, `mlnb.toml`, or `env MLNB_…`
 
 class Settings:
     "The effective settings: `settings['tracking.uri']` is a value, `settings.source(name)` where it came from."
-    def __init__(self, values:dict[str,Value], file:Path|None=None):
+    def __init__(self, values:dict[str,Value], # Each setting's effective `Value`, by name
+                 file:Path|None=None, # The `mlnb.toml` they were read from (None: no project)
+                ):
         self.values, self.file = values, file
     def __getitem__(self, name): 
         if name not in self.values: raise ConfigError(f"unknown setting '{name}'", hint=_did_you_mean(name))
@@ -111,7 +113,8 @@ def _line_of(text:str, key:str) -> int|None:
     for i, l in enumerate(text.splitlines(), 1):
         if re.match(rf"\s*{re.escape(key)}\s*=", l): return i
 
-def read_toml(path:Path) -> dict:
+def read_toml(path:Path, # The TOML file
+             ) -> dict:
     "Parse the TOML file `path`; a syntax error is a `ConfigError` with the file and line."
     text = path.read_text(encoding='utf-8')
     try: return tomllib.loads(text)
@@ -162,7 +165,9 @@ def find_root(start:str|Path|None=None, # Where to start looking (default: the c
 
 class Project:
     "An mlnb project: its `root`, its effective `settings`, and the paths and URIs they resolve to."
-    def __init__(self, root:str|Path, environ:dict|None=None):
+    def __init__(self, root:str|Path, # The folder holding `mlnb.toml`
+                 environ:dict|None=None, # Environment to read `MLNB_…` overrides from (default `os.environ`)
+                ):
         self.root = Path(root).resolve()
         self.settings = load_settings(self.root, environ)
     def __repr__(self): return f"Project({str(self.root)!r})"

@@ -45,7 +45,8 @@ class MissingDependency(MlnbError, ImportError):
 
 class HelpShown(Exception):
     "Raised by the argument parser instead of printing `--help`; the face decides where `text` goes."
-    def __init__(self, text:str): super().__init__(text); self.text = text
+    def __init__(self, text:str, # The help text the parser would have printed
+                ): super().__init__(text); self.text = text
 
 # %% ../nbs/00_core.ipynb #d3c49b15
 def need(module:str, # Module to import, e.g. `"torch"` or `"shap"`
@@ -64,9 +65,9 @@ def need(module:str, # Module to import, e.g. `"torch"` or `"shap"`
 @dataclass
 class Event:
     "Something a feature did: a dotted `kind` (`train.epoch`), a payload `data`, and a wall-clock `time`."
-    kind: str
-    data: dict = field(default_factory=dict)
-    time: float = field(default_factory=time.time)
+    kind: str  # What happened, dotted: `train.epoch`, `drift.column`, `init.step`
+    data: dict = field(default_factory=dict)  # The payload; `msg` is its human line, `tick` marks frequent events
+    time: float = field(default_factory=time.time)  # When it happened (`time.time()`)
     @property
     def msg(self) -> str:
         "The human line for this event: its `msg` field, else `key=value` pairs."
@@ -114,7 +115,10 @@ def emit(kind:str, # Dotted event kind, e.g. `train.epoch`
 # %% ../nbs/00_core.ipynb #600e8cc6
 class TextRenderer:
     "Print events as `[mlnb] kind: message` lines; `tick` events at most once per `min_interval` s for each kind."
-    def __init__(self, stream=None, min_interval:float=0.0, prefix:str="[mlnb]"):
+    def __init__(self, stream=None, # Where lines go (default: `sys.stdout` at the time of each event)
+                 min_interval:float=0.0, # Seconds between two lines of the same `tick` event kind
+                 prefix:str="[mlnb]", # What each line starts with
+                ):
         self.stream, self.min_interval, self.prefix, self._last = stream, min_interval, prefix, {}
     def __call__(self, ev:Event):
         if ev.data.get('tick'):
@@ -142,7 +146,7 @@ def atomic_write(path:str|Path, # File to write
 # %% ../nbs/00_core.ipynb #92770194
 def html_table(rows:list[dict], # One dict per row
                columns:list[str]|None=None, # Column order (default: keys of the first row)
-               caption:str|None=None,
+               caption:str|None=None, # A caption above the table
               ) -> str:
     "A plain HTML table, the static fallback most results use."
     import html
@@ -165,9 +169,9 @@ class ArgParser(argparse.ArgumentParser):
 @dataclass
 class VerbContext:
     "Where a verb runs: the notebook's `namespace` (magic) or none (CLI), and the `cell` body of a `%%mlnb` cell."
-    namespace: dict|None = None
-    cell: str|None = None
-    face: str = "python"
+    namespace: dict|None = None  # The notebook's user namespace (magic), where names in arguments resolve; None elsewhere
+    cell: str|None = None  # The body of a `%%mlnb` cell, None for a line magic or the CLI
+    face: str = "python"  # Who runs the verb: `"magic"`, `"cli"` or `"python"`
     def resolve(self, name:str|None, required:bool=False, what:str="variable"):
         "The notebook object named `name` (dotted names allowed); else `name` itself, or an error when `required`."
         if name is None or self.namespace is None:
@@ -191,10 +195,10 @@ class VerbContext:
 @dataclass
 class Verb:
     "One verb of the magic and the CLI."
-    name: str
+    name: str  # What the user types after `%mlnb` / `mlnb`
     run: Callable  # (args: argparse.Namespace, ctx: VerbContext) -> result
-    help: str
-    add_args: Callable|None = None
+    help: str  # One line for `mlnb help`
+    add_args: Callable|None = None  # `add_args(parser)` adds the verb's options
     cell: bool = False  # does it take the body of a `%%mlnb` cell?
     view: str|None = None  # "module:callable" building its live notebook view (see `mlnb.widgets`)
     passthrough: bool = False  # words after `--` go unparsed to `args.passthrough` (commands to run)
@@ -229,7 +233,8 @@ def load_verbs() -> dict[str, Verb]:
         importlib.import_module(f"mlnb.{m.name}")
     return VERBS
 
-def verbs_help(prog:str="mlnb") -> str:
+def verbs_help(prog:str="mlnb", # How the face is called (`mlnb`, `%mlnb`)
+              ) -> str:
     "One line per verb."
     load_verbs()
     names = sorted(VERBS)
@@ -261,7 +266,7 @@ def parse_verb(argv:list[str], # Words after `mlnb` / `%mlnb`
 
 def run_verb(argv:list[str], # Words after `mlnb` / `%mlnb`
              ctx:VerbContext|None=None, # Where it runs
-             prog:str="mlnb",
+             prog:str="mlnb", # How the face is called, for messages
             ):
     "Parse `argv` and run the verb; returns the verb's result."
     v, args = parse_verb(argv, prog)
@@ -269,7 +274,9 @@ def run_verb(argv:list[str], # Words after `mlnb` / `%mlnb`
     check_cell(v, ctx)
     return v.run(args, ctx)
 
-def check_cell(v:Verb, ctx:VerbContext):
+def check_cell(v:Verb, # The verb about to run
+               ctx:VerbContext, # Where it runs (its `cell` is the `%%mlnb` body, if any)
+              ):
     "A `%%mlnb` cell body given to a verb that takes none is a usage error, not silently dropped code."
     if ctx.cell is not None and not v.cell:
         raise MlnbUsageError(f"`%%mlnb {v.name}` takes no cell body", hint=f"use the line magic `%mlnb {v.name} ...` (one %)")

@@ -190,9 +190,9 @@ class FairnessError(MlnbError):
 class FairnessResult:
     "Per-group rates (`.table`) and the two gaps."
     table: Any # DataFrame: group, n, selection_rate, tpr, fpr, accuracy
-    sensitive: str
-    demographic_parity_difference: float
-    equalized_odds_difference: float
+    sensitive: str  # The sensitive column the groups come from
+    demographic_parity_difference: float  # Largest minus smallest selection rate across groups (0: parity)
+    equalized_odds_difference: float  # The larger of the TPR and FPR gaps across groups (0: equalized odds)
     def to_dict(self) -> dict:
         return dict(sensitive=self.sensitive, demographic_parity_difference=self.demographic_parity_difference,
                     equalized_odds_difference=self.equalized_odds_difference, groups=self.table.to_dict('records'))

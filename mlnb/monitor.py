@@ -39,7 +39,7 @@ class DriftAlert(MlnbError):
 @dataclass
 class ColumnProfile:
     "What the drift tests need of one column: sorted finite values (numeric) or value counts (labels)."
-    name: str
+    name: str # The column's name
     dtype: str # The pandas dtype name
     kind: str # 'num' (int/float values), 'label' (object, string, category, bool) or 'other'
     etype: str # The column type Evidently infers: 'num', 'cat', 'text' or 'unknown'
@@ -74,10 +74,10 @@ class ColumnProfile:
 @dataclass
 class DriftProfile:
     "Per-column profiles of one dataset; `key` is the content hash it is cached under."
-    columns: dict
-    n_rows: int
-    key: str|None = None
-    source: str = "DataFrame"
+    columns: dict # A `ColumnProfile` per column name
+    n_rows: int # Rows in the dataset
+    key: str|None = None # The content hash it is cached under (None: not cached)
+    source: str = "DataFrame" # What it was made from: `DataFrame` or a file path
     def __getitem__(self, c): return self.columns[c]
     def summary(self):
         "One row per column: dtype, type, count, distinct, mean, std, quantiles, top label."
@@ -155,7 +155,8 @@ def _summarise(df, source:str="DataFrame", key:str|None=None) -> DriftProfile:
     return DriftProfile({c: out[c] for c in cols}, len(df), key, source)
 
 # %% ../nbs/50_monitor.ipynb #242534b8
-def frame_key(df) -> str:
+def frame_key(df, # A pandas DataFrame
+             ) -> str:
     "A content hash of a DataFrame: names, dtypes and values (not the index)."
     import numpy as np, pandas as pd
     def one(c):  # hashlib releases the GIL on big buffers: columns hash in parallel
@@ -379,12 +380,12 @@ class DriftResult:
     table: Any # DataFrame: column, type, test, score, threshold, drifted, role
     drift_share: float # Share of drifted columns at which the dataset drifts
     skipped: dict = field(default_factory=dict) # Columns not tested, and why
-    n_reference: int = 0
-    n_current: int = 0
+    n_reference: int = 0 # Rows in the reference data
+    n_current: int = 0 # Rows in the current data
     alert: bool = False # Dataset drift with `drift.alert` on
-    engine: str = "mlnb"
+    engine: str = "mlnb" # What ran the tests: `mlnb` (its own tests) or `evidently`
     reference: Any = field(default=None, repr=False) # The reference `DriftProfile` (for views)
-    current: Any = field(default=None, repr=False)
+    current: Any = field(default=None, repr=False) # The current `DriftProfile` (for views)
     report: Any = field(default=None, repr=False) # Evidently's snapshot, when asked for (`--report`)
     @property
     def drifted(self) -> list: return [str(c) for c in self.table.loc[self.table.drifted, 'column']]

@@ -27,11 +27,11 @@ class StepError(MlnbError):
 @dataclass
 class StepResult:
     "One executed step: the `notebook` run, the executed `output`, its `params`, `seconds` and the cells run."
-    notebook: Path
-    output: Path
-    params: dict
-    seconds: float
-    cells: int
+    notebook: Path  # The step notebook that ran
+    output: Path  # The executed copy, with its outputs
+    params: dict  # The parameters injected into it
+    seconds: float  # How long it ran
+    cells: int  # How many code cells it ran
     def __str__(self): return f"step {self.notebook} ran {self.cells} cells in {self.seconds:.1f}s -> {self.output}"
     def _repr_html_(self):
         return html_table([dict(notebook=self.notebook, output=self.output, params=self.params,
@@ -296,9 +296,9 @@ def pipeline_add(notebook:str|Path, # The step's notebook, relative to the proje
 @dataclass
 class PipelineResult:
     "Which stages ran (`ran`, with seconds) and which were up to date (`skipped`)."
-    ran: dict = field(default_factory=dict)
-    skipped: list = field(default_factory=list)
-    seconds: float = 0.0
+    ran: dict = field(default_factory=dict)  # Stages that ran: name -> seconds
+    skipped: list = field(default_factory=list)  # Stages that were up to date (restored from DVC's cache)
+    seconds: float = 0.0  # The whole run's wall time
     def __str__(self):
         lines = [f"ran {len(self.ran)} stage(s), {len(self.skipped)} up to date, {self.seconds:.1f}s"]
         lines += [f"  ran      {n} ({s:.1f}s)" for n, s in self.ran.items()] + [f"  cached   {n}" for n in self.skipped]
@@ -310,7 +310,9 @@ class PipelineResult:
 
 class KernelPool:
     "Keeps one kernel booting ahead, so that the next step does not wait for a kernel to start."
-    def __init__(self, kernel:str, cwd:str|Path):
+    def __init__(self, kernel:str, # The Jupyter kernel name, e.g. `python3`
+                 cwd:str|Path, # The folder the kernels start in
+                ):
         self.kernel, self.cwd, self.spare = kernel, str(cwd), None
     def _launch(self):
         from jupyter_client.manager import AsyncKernelManager
@@ -472,7 +474,8 @@ def dag_svg(stages:list[str], # Stage names in run order
 
 class PipelineShow:
     "The pipeline's stages with their status: a table in text, a DAG in notebooks."
-    def __init__(self, graph:dict): self.graph = graph
+    def __init__(self, graph:dict, # `pipeline_graph()`: `stages`, `edges`, `status` and `cmd` of each stage
+                ): self.graph = graph
     def rows(self): return [dict(stage=s, status=self.graph['status'][s], cmd=self.graph['cmd'][s]) for s in self.graph['stages']]
     def __str__(self): return '\n'.join(f"{r['stage']:<20} {r['status']:<11} {r['cmd']}" for r in self.rows()) or "no stages"
     def _repr_html_(self):

@@ -15,7 +15,8 @@ from .config import SETTINGS, PROJECT_FILE, Project, load_settings, read_toml
 __all__ = ['toml_value', 'default_toml', 'git_root', 'dvc_root', 'init']
 
 # %% ../nbs/02_project.ipynb #4efa74dc
-def toml_value(v) -> str:
+def toml_value(v, # A string, number, boolean, or a list of those
+              ) -> str:
     "A Python value as a TOML literal (strings, numbers, booleans and lists of those)."
     if isinstance(v, bool): return 'true' if v else 'false'
     if isinstance(v, (int, float)): return repr(v)
@@ -39,12 +40,15 @@ def _git(*args, cwd) -> subprocess.CompletedProcess:
     if shutil.which('git') is None: raise ProjectError("git is not installed", hint="install git (e.g. `apt-get install git`)")
     return subprocess.run(['git', *args], cwd=cwd, capture_output=True, text=True)
 
-def git_root(path:Path) -> Path|None:
+def git_root(path:Path, # A folder
+            ) -> Path|None:
     "The top of the git work tree holding `path`, or None."
     r = _git('rev-parse', '--show-toplevel', cwd=path)
     return Path(r.stdout.strip()).resolve() if r.returncode == 0 else None
 
-def dvc_root(path:Path, stop:Path|None=None) -> Path|None:
+def dvc_root(path:Path, # The folder to start from
+             stop:Path|None=None, # The highest folder to look in (None: up to the filesystem root)
+            ) -> Path|None:
     "The nearest folder at or above `path` (not above `stop`) holding a `.dvc/` repository."
     for d in [path, *path.parents]:
         if (d/'.dvc').is_dir(): return d

@@ -29,13 +29,13 @@ class RetrainError(MlnbError):
 @dataclass
 class RetrainReport:
     "What a retrain did: its `decision`, the steps with their messages, the comparison and the cost."
-    name: str
+    name: str  # The registered model retrained
     decision: str = 'started'  # promoted | kept | pending | refused-data | no-trigger | failed | unchanged
-    steps: list = field(default_factory=list)
-    comparison: dict|None = None
-    version: int|None = None
-    seconds: float = 0.0
-    path: Path|None = None
+    steps: list = field(default_factory=list)  # `{step, msg, time}` for each step taken, in order
+    comparison: dict|None = None  # Challenger vs champion on the holdout: versions, metric, scores, `wins`
+    version: int|None = None  # The challenger's registered version (None: the pipeline registered none)
+    seconds: float = 0.0  # Wall time of the whole retrain
+    path: Path|None = None  # The HTML report written under `.mlnb/reports/`
     def add(self, step, msg, **data):
         self.steps.append(dict(step=step, msg=msg, time=dt.datetime.now().isoformat(timespec='seconds')))
         emit(f'retrain.{step}', msg=msg, model=self.name, **data)
@@ -164,7 +164,8 @@ def _changed(prj:Project, path:Path) -> bool:
 # %% ../nbs/80_retrain.ipynb #d1b18330
 def approve(name:str, # The registered model
             version:int, # The pending challenger
-            *, project=None):
+            *, project=None, # The project (default: the one at or above the current folder)
+           ):
     "Promote a challenger that `retrain` left pending approval (the gate runs again)."
     from mlnb.registry import promote
     prj = find_project(project)

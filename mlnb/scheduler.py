@@ -27,16 +27,17 @@ POLICIES = ('skip', 'once')
 @dataclass
 class Job:
     "A scheduled command."
-    name: str
-    cron: str
-    command: list
-    missed: str = 'skip'
-    created: str = ''
+    name: str  # Unique within the project
+    cron: str  # When it runs: five cron fields (a sixth, first, is seconds)
+    command: list  # The command and its arguments, run in the project root
+    missed: str = 'skip'  # Runs missed while no scheduler ran: `skip` them, or run `once` at start-up
+    created: str = ''  # When the job was added (ISO time)
     last_tick: str = ''  # the tick (ISO time) it last fired for
     last_status: str = ''  # 'running', 'ok', 'failed (N)', 'skipped: still running'
-    last_seconds: float = 0.0
+    last_seconds: float = 0.0  # How long its last run took
 
-def check_cron(expr:str) -> str:
+def check_cron(expr:str, # A cron expression, e.g. `"0 3 * * *"`
+              ) -> str:
     "Return `expr` if croniter reads it, else raise a `ScheduleError` saying how cron fields go."
     need('croniter')
     from croniter import croniter
@@ -48,7 +49,8 @@ def check_cron(expr:str) -> str:
 def ticks_between(expr:str, # A cron expression
                   after:dt.datetime, # Exclusive start
                   until:dt.datetime, # Inclusive end
-                  limit:int=1000) -> list[dt.datetime]:
+                  limit:int=1000, # At most this many ticks
+                 ) -> list[dt.datetime]:
     "The cron ticks in `(after, until]`."
     from croniter import croniter
     it, out = croniter(expr, after), []
@@ -61,7 +63,8 @@ def ticks_between(expr:str, # A cron expression
 # %% ../nbs/78_scheduler.ipynb #16bd1696
 class Schedules:
     "The jobs of a project, in `.mlnb/schedules.json`."
-    def __init__(self, prj:Project):
+    def __init__(self, prj:Project, # The project whose `.mlnb/` holds the schedule
+                ):
         self.prj = prj
         self.path = prj.dir/'schedules.json'
         self.lock_path = prj.dir/'schedules.lock'
@@ -103,7 +106,8 @@ class Schedules:
 # %% ../nbs/78_scheduler.ipynb #6ef5f2eb
 class Scheduler:
     "The embedded scheduler of a project: `run()` loops, `tick(now)` checks once."
-    def __init__(self, prj:Project|None=None):
+    def __init__(self, prj:Project|None=None, # The project (default: the one at or above the current folder)
+                ):
         self.prj = prj or find_project()
         self.schedules = Schedules(self.prj)
         self.threads: dict[str, object] = {}

@@ -16,7 +16,8 @@ __all__ = ['LiveView']
 class LiveView:
     "Base of live views: an `ipywidgets.HTML` `widget` re-rendered by `render()` at most every `min_interval` s."
     min_interval = 0.25
-    def __init__(self, title:str=""):
+    def __init__(self, title:str="", # The heading the view shows
+                ):
         widgets = need('ipywidgets')
         self.title, self.events, self.result, self.error, self._last = title, [], None, None, 0.0
         self.widget = widgets.HTML(value=self._html())

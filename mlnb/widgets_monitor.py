@@ -16,7 +16,8 @@ __all__ = ['DriftView', 'make_view']
 # %% ../nbs/95_widgets_monitor.ipynb #7f62ecd3
 class DriftView(LiveView):
     "Live drift view: progress, then a sortable table and the selected column's overlaid histograms."
-    def __init__(self, title:str="drift"):
+    def __init__(self, title:str="drift", # The heading the view shows
+                ):
         super().__init__(title)
         w = need('ipywidgets')
         self.html = self.widget
@@ -61,6 +62,8 @@ class DriftView(LiveView):
         rows = [dict(rec, score=f"{rec['score']:.6g}", drifted='DRIFT' if rec['drifted'] else '') for rec in t.to_dict('records')]
         return html_table(rows, ['column', 'type', 'test', 'score', 'threshold', 'drifted', 'role'], caption=f"drift: {r.summary}")
 
-def make_view(args, ctx) -> DriftView:
+def make_view(args, # The parsed arguments of `%mlnb drift`
+              ctx, # The magic's `VerbContext`
+             ) -> DriftView:
     "The live view of `%mlnb drift`."
     return DriftView(title=f"drift: {args.current} against {args.reference}")

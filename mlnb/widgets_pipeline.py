@@ -15,7 +15,8 @@ __all__ = ['PipelineView', 'make_view']
 # %% ../nbs/99_widgets_pipeline.ipynb #99b7f042
 class PipelineView(LiveView):
     "The DAG of the pipeline, updated from `pipeline.stage`, `step.done` and `step.failed` events."
-    def __init__(self, graph:dict|None):
+    def __init__(self, graph:dict|None, # `pipeline_graph()` before the run (None: no pipeline yet)
+                ):
         self.graph = graph or dict(stages=[], edges=[], status={}, cmd={})
         self.status = {s: ('changed' if st == 'changed' else 'up to date') for s, st in self.graph['status'].items()}
         self.seconds, self.current = {}, None
@@ -39,7 +40,9 @@ class PipelineView(LiveView):
         from html import escape
         return dag_svg(g['stages'], g['edges'], self.status, self.seconds) + f"<div><small>{escape(last)}</small></div>"
 
-def make_view(args, ctx) -> PipelineView:
+def make_view(args, # The parsed arguments of `%mlnb run`
+              ctx, # The magic's `VerbContext`
+             ) -> PipelineView:
     "The view the magic shows while `%mlnb run` runs."
     from mlnb.pipelines import pipeline_graph
     try: g = pipeline_graph()
