@@ -28,36 +28,41 @@ class StoreError(MlnbError):
     "The tracking store could not be reached or refused a write."
 
 # %% ../nbs/11_logger.ipynb #7f205fe5
-_PLAIN = (float, int)
-
 def metric_value(key:str, # The metric's name, for the message
                  v, # A number, a one-element torch tensor or a numpy scalar
                 ):
-    "`v` ready for the buffer: a number, or a detached one-element tensor; else a `MetricError`."
+    "`v` ready for the buffer: a number, or a one-element tensor read at the flush; else a `MetricError`."
     t = type(v)
     if t is float or t is int: return v
-    if hasattr(v, 'detach') and hasattr(v, 'numel'):  # a torch tensor: stays on its device until the flush
+    if hasattr(v, 'requires_grad') and hasattr(v, '_version'):  # a torch tensor: stays on its device until the flush
         if v.numel() != 1: raise MetricError(f"metric '{key}' is a tensor of {v.numel()} elements, not one value",
                                              hint="log a scalar, e.g. `loss.mean()`")
-        return v.detach().clone()
+        if v.requires_grad: v = v.detach()  # the value, not the graph
+        if v._version: v = v.clone()  # an accumulator, modified in place: keep today's value
+        return v
     if isinstance(v, numbers.Real) or (hasattr(v, 'dtype') and getattr(v, 'ndim', 1) == 0 and v.dtype.kind in 'biuf'):
         return float(v)
     r = repr(v)
     raise MetricError(f"metric '{key}' must be a number, got {t.__name__} {r[:40] + ('…' if len(r) > 40 else '')}",
                       hint="log numbers or one-element tensors; text belongs in `log_params` or tags")
 
-def to_floats(values:list) -> list[float]:
-    "Every value as a float; tensors are converted in bulk, one stack and one host copy per device."
-    out, tensors = [None]*len(values), collections.defaultdict(list)
+def to_floats(values:list, # Numbers and one-element tensors, as `metric_value` returns them
+             ) -> list[float]:
+    "Every value as a float; tensors are converted in bulk: one `torch.stack` and one host copy per device and dtype."
+    out, groups = [None]*len(values), {}
     for i, v in enumerate(values):
-        if type(v) is float or type(v) is int: out[i] = float(v)
-        else: tensors[v.device].append(i)
-    if tensors:
+        t = type(v)
+        if t is float or t is int: out[i] = float(v)
+        else: groups.setdefault((v.device, v.dtype), []).append(i)
+    if groups:
         import torch
-        for idx in tensors.values():
-            try: vals = torch.stack([values[i].reshape(()).to(torch.float64) for i in idx]).cpu().tolist()
-            except Exception: vals = [_one_float(values[i]) for i in idx]  # e.g. a device error: keep what converts
-            for i, x in zip(idx, vals): out[i] = x
+        for idx in groups.values():
+            ts = [values[i] for i in idx]
+            try:
+                try: vals = torch.stack(ts).reshape(-1).tolist()
+                except RuntimeError: vals = torch.cat([x.reshape(1) for x in ts]).tolist()  # mixed shapes: () and (1,)
+            except Exception: vals = [_one_float(x) for x in ts]  # e.g. a device error: keep what converts
+            for i, x in zip(idx, vals): out[i] = float(x)
     return out
 
 def _one_float(t):
@@ -67,7 +72,8 @@ def _one_float(t):
 # %% ../nbs/11_logger.ipynb #38eeeafd
 _CLIENTS = {}
 
-def mlflow_client(uri:str):
+def mlflow_client(uri:str, # A tracking URI: `sqlite:///...`, `http://host:port`, `postgresql://...`
+                 ):
     "A cached `MlflowClient` for the tracking `uri`, with MLflow's info logging quietened."
     if uri not in _CLIENTS:
         need('mlflow')
@@ -79,7 +85,8 @@ def mlflow_client(uri:str):
 
 _PERMANENT = {'INVALID_PARAMETER_VALUE', 'RESOURCE_DOES_NOT_EXIST', 'INVALID_STATE', 'BAD_REQUEST', 'PERMISSION_DENIED'}
 
-def transient(e:BaseException) -> bool:
+def transient(e:BaseException, # An error raised by a write to the store
+             ) -> bool:
     "Is `e` a store that is down, locked or overloaded (retry later), rather than a write it refuses for good?"
     code = getattr(e, 'error_code', None)
     return code not in _PERMANENT
@@ -118,7 +125,8 @@ def spool(spool_dir:str|Path, # The project's spool folder (`.mlnb/spool`)
     d.mkdir(parents=True, exist_ok=True)
     return atomic_write(d/f"{time.time_ns():020d}-{os.getpid()}-{next(_SEQ):06d}.json", json.dumps(rec))
 
-def pending(spool_dir:str|Path) -> list[Path]:
+def pending(spool_dir:str|Path, # The spool folder
+           ) -> list[Path]:
     "The spooled batches waiting in `spool_dir`, oldest first."
     d = Path(spool_dir)
     return sorted(d.glob('*.json')) if d.is_dir() else []
@@ -182,7 +190,9 @@ def _quiet_store_errors():
     import logging
     for n in ('mlflow.store.db.utils', 'mlflow.utils.rest_utils', 'urllib3.connectionpool'): logging.getLogger(n).setLevel(logging.CRITICAL)
 
-def writer_main(inp=None, out=None):
+def writer_main(inp=None, # A binary stream of frames (default: stdin)
+                out=None, # A binary stream for the acks (default: stdout, with stray prints sent to stderr)
+               ):
     "The writer process: store (or spool) each batch read from `inp`, ack each flush on `out`, exit at end of input."
     if out is None: out = os.fdopen(os.dup(1), 'wb'); os.dup2(2, 1)  # acks keep stdout; stray prints go to stderr
     _quiet_store_errors()
@@ -211,16 +221,28 @@ class MetricBuffer:
                 ):
         self.interval, self.timeout = interval, timeout
         self._metrics, self._ops = collections.deque(), collections.deque()
+        self.append = self._metrics.append  # the hot path: `append((target, key, value, time, step[, version]))`
+        self._moved = set()  # metrics already reported as modified in place after they were logged
         self._lock, self._wake, self._seq = threading.RLock(), threading.Event(), itertools.count(1)
         self._proc = self._thread = None
         self._spooled = 0
         self.stats, self._closed = dict(written=0, spooled=0, failed=0, error=''), False
 
-    def metric(self, target:tuple, key:str, value, step:int):
+    def metric(self,
+               target:tuple, # The run: `(uri, spool_dir, run_id)`
+               key:str, # The metric's name
+               value, # A number or a one-element tensor, as `metric_value` returns it
+               step:int, # The step
+              ):
         "Buffer one metric value (already checked by `metric_value`) for the run `target`."
-        self._metrics.append((target, key, value, time.time(), step))
+        self._metrics.append((target, key, value, time.time(), step) if type(value) is float or type(value) is int
+                             else (target, key, value, time.time(), step, value._version))
 
-    def op(self, target:tuple, kind:str, *payload):
+    def op(self,
+           target:tuple, # The run: `(uri, spool_dir, run_id)`
+           kind:str, # `'param'`, `'tag'` or `'end'`
+           *payload, # (key, value) or (status, end_ms)
+          ):
         "Queue a `'param'`/`'tag'` (key, value) or the run's `'end'` (status, end_ms)."
         self._ops.append((target, kind, payload))
 
@@ -254,7 +276,12 @@ class MetricBuffer:
             if target not in recs: recs[target] = dict(uri=target[0], run_id=target[2], metrics=[], params={}, tags={}, end=None)
             return recs[target]
         vals = to_floats([m[2] for m in ms])
-        for (target, key, _, ts, step), v in zip(ms, vals): rec(target)['metrics'].append([key, v, int(ts*1000), step])
+        moved = {m[1] for m in ms if len(m) > 5 and m[2]._version != m[5]} - self._moved
+        if moved:
+            self._moved |= moved
+            emit('track.warning', msg=f"tensor metric(s) {', '.join(sorted(moved))} modified in place after `log`: the "
+                 "value stored is the one at the flush; log `t.clone()` or `t.item()` for tensors you keep updating")
+        for m, v in zip(ms, vals): rec(m[0])['metrics'].append([m[1], v, int(m[3]*1000), m[4]])
         for target, kind, payload in ops:
             r = rec(target)
             if kind == 'param': r['params'][payload[0]] = payload[1]
@@ -340,8 +367,8 @@ def buffer() -> MetricBuffer:
 @dataclass
 class SyncResult:
     "What `sync` did: the `replay` of the spool, and the runs it closed as KILLED."
-    replay: Replay
-    closed: list = field(default_factory=list)
+    replay: Replay # What the replay of the spool did
+    closed: list = field(default_factory=list) # The ids of the runs closed as KILLED
     def __repr__(self):
         s = repr(self.replay)
         if self.closed: s += f"; closed {len(self.closed)} orphaned run(s) as KILLED: {', '.join(r[:8] for r in self.closed)}"
@@ -354,7 +381,8 @@ def _alive(pid:int, started_ms:int) -> bool:
     except (psutil.NoSuchProcess, psutil.AccessDenied): return False
     return p.create_time()*1000 <= started_ms + 1000 and p.status() != psutil.STATUS_ZOMBIE
 
-def close_orphans(uri:str) -> list[str]:
+def close_orphans(uri:str, # The tracking URI
+                 ) -> list[str]:
     "Close as KILLED the RUNNING runs that mlnb opened on this host in a process that no longer exists."
     from mlflow.entities import ViewType
     c, host, closed = mlflow_client(uri), socket.gethostname(), []

@@ -197,7 +197,7 @@ class Run:
         self._init_params, self._init_tags, self._project = dict(params or {}), dict(tags or {}), project
         self.id = self.status = self.parent = self.project = None
         self.params, self.tags, self.datasets = {}, {}, {}
-        self._target, self._steps, self._keys, self._lineage, self._monitor = None, {}, set(), None, None
+        self._target, self._append, self._steps, self._keys, self._lineage, self._monitor = None, None, {}, set(), None, None
 
     # -- lifecycle
     def start(self) -> Run:
@@ -228,6 +228,7 @@ class Run:
                                                 hint="check that the tracking store is up and not locked") from None
         self.id, self.name, self.status, self.tags = info.run_id, info.run_name, 'RUNNING', tags
         self._target, self._buf = (uri, str(prj.dir/'spool'), self.id), buffer()
+        self._append = self._buf.append
         _install_hooks()
         _STACK.append(self)
         try:
@@ -304,16 +305,30 @@ class Run:
         if self.status != 'RUNNING': raise NoActiveRun(f"run {self.id[:8] if self.id else '(not started)'} is not open",
                                                        hint="log inside `with mlnb.run(...)` or a `%%mlnb track` cell")
 
-    def log(self, metrics:dict|None=None, /, step:int|None=None, **kw):
+    def log(self, metrics:dict|None=None, /, # Metrics as a dict (for names that are not identifiers)
+            step:int|None=None, # The step (default: a count per metric)
+            **kw, # Metrics as keywords: `loss=loss, acc=acc`
+           ):
         "Buffer metric values (numbers or one-element tensors); `step` defaults to a count per metric."
-        if self._target is None or self.status != 'RUNNING': self._check_open()
-        if metrics: kw = {**metrics, **kw}
-        add, tgt, keys = self._buf.metric, self._target, self._keys
+        self._log(_merge(metrics, kw) if metrics is not None else kw, step)
+
+    def _log(self, kw, step):
+        "The hot path: per value, a type check and one tuple appended to the buffer."
+        if self.status != 'RUNNING' or self._target is None: self._check_open()
+        ts, add, tgt, keys = time.time(), self._append, self._target, self._keys
         for k, v in kw.items():
             if k not in keys: _check_key(k, 'metric'); keys.add(k)
             if step is None: s = self._steps.get(k, 0); self._steps[k] = s + 1
-            else: s = step if type(step) is int else _step(step)
-            add(tgt, k, metric_value(k, v), s)
+            elif type(step) is int: s = step
+            else: s = _step(step)
+            t = type(v)
+            if t is float or t is int: add((tgt, k, v, ts, s))
+            elif t is _Tensor[0] and not v._version and v.numel() == 1:  # a fresh scalar tensor: the loss
+                add((tgt, k, v.detach() if v.requires_grad else v, ts, s, 0))
+            else:
+                v = metric_value(k, v)
+                if type(v) is float: add((tgt, k, v, ts, s))
+                else: _Tensor[0] = sys.modules['torch'].Tensor; add((tgt, k, v, ts, s, v._version))
 
     def log_params(self, params:dict|None=None, /, **kw):
         "Log params; a param cannot change its value within a run."
@@ -366,6 +381,7 @@ class Run:
         return html_table(rows, caption=f"mlnb run {self.id}")
 
 _VERSION_TAGS: set = set()
+_Tensor = [None]  # `torch.Tensor`, once a tensor has been logged (`mlnb` does not import torch)
 
 class Terminated(SystemExit):
     "Raised in the main thread by SIGTERM so that open runs close KILLED and buffered metrics are flushed."
@@ -399,10 +415,17 @@ def _active(what):
     if not _STACK: raise NoActiveRun(f"`mlnb.{what}` needs an open run", hint="call it inside `with mlnb.run(...):` or a `%%mlnb track` cell")
     return _STACK[-1]
 
-def log(metrics:dict|None=None, /, step:int|None=None, **kw):
+def log(metrics:dict|None=None, /, # Metrics as a dict (for names that are not identifiers)
+        step:int|None=None, # The step (default: a count per metric)
+        **kw, # Metrics as keywords: `loss=loss, acc=acc`
+       ):
     "Log metrics to the active run in microseconds: `mlnb.log(loss=loss, acc=acc, step=i)` (tensors welcome)."
-    if not _STACK: _active('log')
-    _STACK[-1].log(metrics, step=step, **kw)
+    (_STACK[-1] if _STACK else _active('log'))._log(_merge(metrics, kw) if metrics is not None else kw, step)
+
+def _merge(metrics, kw):
+    if not isinstance(metrics, dict):
+        raise MetricError(f"metrics go by name, got a positional {type(metrics).__name__}", hint="write `mlnb.log(loss=loss)` or `mlnb.log({'val/loss': v})`")
+    return {**metrics, **kw}
 
 def log_params(params:dict|None=None, /, **kw):
     "Log params to the active run."
