@@ -6,7 +6,7 @@ Docs: https://mlnb.github.io/mlnb/tuning.html.md"""
 
 # %% ../nbs/40_tuning.ipynb #de2478ff
 from __future__ import annotations
-import ast, difflib, gc, inspect, json, math, os, sys, time, uuid
+import ast, difflib, functools, gc, inspect, json, math, os, sys, time, uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -15,8 +15,8 @@ from .config import Project, find_project
 
 # %% auto #0
 __all__ = ['TuneError', 'SpaceError', 'Param', 'parse_space', 'direction_of', 'make_sampler', 'make_pruner', 'StorageError',
-           'open_storage', 'storage_url', 'TrialLog', 'TrialFailed', 'train_args', 'TuneResult', 'tune', 'import_ref',
-           'tune_worker']
+           'open_storage', 'storage_url', 'TrialLog', 'TrialFailed', 'train_args', 'param_importances', 'history_svg',
+           'importance_svg', 'parallel_svg', 'study_html', 'TuneResult', 'tune', 'import_ref', 'tune_worker']
 
 # %% ../nbs/40_tuning.ipynb #ef7de2f5
 class TuneError(MlnbError):
@@ -28,18 +28,24 @@ class SpaceError(TuneError, MlnbUsageError):
 @dataclass(frozen=True)
 class Param:
     "One searched parameter: `kind` is `float`, `int` or `choice`."
-    name: str
-    kind: str
-    low: Any = None
-    high: Any = None
-    log: bool = False
-    step: Any = None
-    choices: tuple = ()
+    name: str # The parameter's name, as the objective reads it
+    kind: str # 'float', 'int' or 'choice'
+    low: Any = None # Lowest value of a range
+    high: Any = None # Highest value of a range
+    log: bool = False # Sample the range on a log scale?
+    step: Any = None # The range's step (None: continuous)
+    choices: tuple = () # The values of a choice
     def suggest(self, trial):
         "Ask the Optuna `trial` for a value."
         if self.kind == 'choice': return trial.suggest_categorical(self.name, list(self.choices))
         if self.kind == 'int': return trial.suggest_int(self.name, self.low, self.high, step=self.step or 1, log=self.log)
         return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
+    def distribution(self):
+        "The Optuna distribution `suggest` samples from."
+        import optuna.distributions as D
+        if self.kind == 'choice': return D.CategoricalDistribution(list(self.choices))
+        if self.kind == 'int': return D.IntDistribution(self.low, self.high, log=self.log, step=self.step or 1)
+        return D.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
     def spec(self):
         "A JSON-able form that `parse_space` reads back."
         if self.kind == 'choice': return list(self.choices)
@@ -123,7 +129,8 @@ def _choose(kind, name, table):
     close = difflib.get_close_matches(str(name), list(table), n=1)
     raise TuneError(f"unknown {kind} {name!r}; choose from: {', '.join(table)}", hint=f"did you mean '{close[0]}'?" if close else f"pass one of {', '.join(table)}")
 
-def direction_of(direction:str) -> str:
+def direction_of(direction:str, # 'minimize' or 'maximize' ('min', 'max'; any case)
+                ) -> str:
     "`minimize` or `maximize` (also `min`/`max`); a `TuneError` for anything else."
     return _choose('direction', str(direction).lower() if isinstance(direction, str) else direction, _DIRECTIONS)
 
@@ -184,7 +191,9 @@ def _safe_url(s):
     import re
     return re.sub(r'://([^:/@]+):[^@]*@', r'://\1:***@', s)
 
-def storage_url(storage, project:Project|None=None) -> str:
+def storage_url(storage, # None, a journal file path, an Optuna URL, or a storage object
+                project:Project|None=None, # The project, for the default and relative paths
+               ) -> str:
     "A string another process can open the same storage with (`mlnb tune-worker --storage`)."
     if storage is None: return (project or find_project()).optuna_storage
     if isinstance(storage, (str, Path)):
@@ -200,7 +209,15 @@ def storage_url(storage, project:Project|None=None) -> str:
 # %% ../nbs/40_tuning.ipynb #2e8106d9
 class TrialLog:
     "Finished trials, written as nested MLflow runs under `parent_id` every `every` trials or `interval` seconds."
-    def __init__(self, uri:str, experiment_id:str, parent_id:str, metric:str, study:str, every:int=200, interval:float=5.0):
+    def __init__(self,
+                 uri:str, # The MLflow tracking URI
+                 experiment_id:str, # The experiment of the study's run
+                 parent_id:str, # The study's run: each trial's run is nested under it
+                 metric:str, # The name the trial's value is logged as
+                 study:str, # The study's name (a tag of each run)
+                 every:int=200, # Write once this many trials wait...
+                 interval:float=5.0, # ...or this many seconds have passed since the last write
+                ):
         self.uri, self.exp, self.parent, self.metric, self.study = uri, experiment_id, parent_id, metric, study
         self.every, self.interval, self.pending, self.last, self.written = every, interval, [], time.monotonic(), 0
     def add(self, t):
@@ -305,23 +322,223 @@ def _metrics_known(spec) -> set|None:
     if val and not names: return None  # the default metric depends on the labels
     return {'train_loss'} | ({'val_loss'} | {f"val_{n}" for n in names} | names if val else set())
 
+# %% ../nbs/40_tuning.ipynb #4717ddf0
+def _finished(trials):
+    "The complete trials with a finite value."
+    return [t for t in trials if t.get('state') == 'COMPLETE' and t.get('value') is not None and math.isfinite(t['value'])]
+
+def _infer_param(name, vals):
+    "A `Param` spanning `vals` (None when they do not vary)."
+    if vals and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+        lo, hi = min(vals), max(vals)
+        if lo == hi: return None
+        return Param(name, 'int', lo, hi) if all(isinstance(v, int) for v in vals) else Param(name, 'float', float(lo), float(hi))
+    return Param(name, 'choice', choices=tuple(dict.fromkeys(vals))) if vals else None
+
+def _axes(trials, space=None) -> dict:
+    "The `Param` of each parameter the trials have: from `space`, else read from the values."
+    out = {}
+    for n in dict.fromkeys(k for t in trials for k in t['params']):
+        p = (space or {}).get(n) or _infer_param(n, [t['params'][n] for t in trials if n in t['params']])
+        if p is not None: out[n] = p
+    return out
+
+def param_importances(trials:list, # Trial dicts (`state`, `value`, `params`), as in `TuneResult.trials`
+                      space:dict|None=None, # The searched `Param`s by name (default: ranges read from the trials)
+                      n_trees:int=16, # Trees of the fANOVA forest
+                      max_depth:int=6, # Their depth
+                     ) -> dict[str, float]:
+    "Each parameter's share of the value's variance over the complete trials (fANOVA; highest first, summing to 1)."
+    done = _finished(trials)
+    axes = _axes(done, space)
+    if len(done) < 2 or not axes: return {}
+    if len(axes) == 1: return {next(iter(axes)): 1.0}
+    import optuna, warnings
+    from optuna.importance import get_param_importances, FanovaImportanceEvaluator, PedAnovaImportanceEvaluator
+    dists = {n: p.distribution() for n, p in axes.items()}
+    frozen = []
+    for t in done:
+        try: frozen.append(optuna.trial.create_trial(params={n: t['params'][n] for n in axes}, distributions=dists, value=t['value']))
+        except (KeyError, ValueError): pass  # a trial of an older space (a continued study) that this space does not hold
+    if len(frozen) < 2: return {}
+    st = optuna.create_study()
+    st.add_trials(frozen)
+    try:
+        import sklearn  # noqa: F401  (Optuna's fANOVA fits scikit-learn's forest)
+        ev = FanovaImportanceEvaluator(n_trees=n_trees, max_depth=max_depth, seed=0)
+    except ImportError: ev = PedAnovaImportanceEvaluator()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        try: imp = get_param_importances(st, evaluator=ev)
+        except Exception: return {}  # e.g. every value equal: nothing to explain
+    return {k: float(v) for k, v in imp.items() if math.isfinite(v)}
+
+_SVG = "xmlns='http://www.w3.org/2000/svg' style='color:var(--jp-ui-font-color1,#333);font-family:sans-serif'"
+
+def _esc(s, n=18):
+    import html
+    s = str(s)
+    return html.escape(s if len(s) <= n else s[:n - 1] + '…')
+
+def history_svg(trials:list, # Trial dicts, as in `TuneResult.trials`
+                metric:str='value', # The value's name
+                direction:str='minimize', # Which way is better
+                w:int=360, # SVG width in px
+                h:int=160, # SVG height in px
+               ) -> str:
+    "The optimisation history as inline SVG: each complete trial's value, and the best so far (empty before 2 complete trials)."
+    pts = [(t['number'], t['value']) for t in sorted(_finished(trials), key=lambda t: t['number'])]
+    if len(pts) < 2: return ''
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    if x1 == x0: x1 = x0 + 1
+    if y1 == y0: y1 = y0 + 1
+    X = lambda x: 30 + (x - x0) / (x1 - x0) * (w - 40)
+    Y = lambda y: h - 20 - (y - y0) / (y1 - y0) * (h - 30)
+    best, b = [], None
+    for x, y in pts:
+        b = y if b is None else (min(b, y) if direction == 'minimize' else max(b, y))
+        best.append(f"{X(x):.1f},{Y(b):.1f}")
+    dots = ''.join(f"<circle cx='{X(x):.1f}' cy='{Y(y):.1f}' r='2' fill='currentColor' opacity='0.45'/>" for x, y in pts)
+    return (f"<svg {_SVG} class='mlnb-history' width='{w}' height='{h}'>"
+            f"<text x='30' y='12' font-size='11' fill='currentColor'>{_esc(metric, 30)} per trial; line: best so far</text>{dots}"
+            f"<polyline points='{' '.join(best)}' fill='none' stroke='#e45756' stroke-width='1.5'/>"
+            f"<text x='2' y='{h-20}' font-size='10' fill='currentColor'>{y0:.3g}</text><text x='2' y='22' font-size='10' fill='currentColor'>{y1:.3g}</text>"
+            f"<text x='30' y='{h-6}' font-size='10' fill='currentColor'>trial {x0}</text><text x='{w-10}' y='{h-6}' font-size='10' text-anchor='end' fill='currentColor'>{x1}</text></svg>")
+
+def importance_svg(importances:dict, # Parameter name to importance, as `param_importances` returns
+                   w:int=320, # SVG width in px
+                  ) -> str:
+    "Parameter importances as horizontal bars in inline SVG (empty when there are none)."
+    rows = sorted(importances.items(), key=lambda kv: -kv[1])[:12]
+    if not rows: return ''
+    lw, bh = 110, 16
+    h = 20 + bh * len(rows)
+    bars = ''.join(f"<text x='{lw - 4}' y='{20 + i * bh + 11}' font-size='11' text-anchor='end' fill='currentColor'>{_esc(n)}</text>"
+                   f"<rect x='{lw}' y='{20 + i * bh + 2}' width='{max(1.0, v * (w - lw - 40)):.1f}' height='{bh - 4}' fill='var(--jp-brand-color1,#1976d2)'/>"
+                   f"<text x='{lw + max(1.0, v * (w - lw - 40)) + 4:.1f}' y='{20 + i * bh + 11}' font-size='10' fill='currentColor'>{v:.0%}</text>"
+                   for i, (n, v) in enumerate(rows))
+    return (f"<svg {_SVG} class='mlnb-importances' width='{w}' height='{h}'>"
+            f"<text x='2' y='12' font-size='11' fill='currentColor'>parameter importances (fANOVA)</text>{bars}</svg>")
+
+def _heat(f):
+    "A colour from blue-grey (f=0, worst) to red (f=1, best)."
+    a, b = (0x9e, 0xb3, 0xc8), (0xe4, 0x57, 0x56)
+    return '#' + ''.join(f"{round(x + (y - x) * f):02x}" for x, y in zip(a, b))
+
+def _axis_pos(p, v):
+    "Where `v` sits on the axis of `p`, 0 (bottom) to 1 (top); None off the axis."
+    if p.kind == 'choice':
+        if v not in p.choices: return None
+        return 0.5 if len(p.choices) == 1 else p.choices.index(v) / (len(p.choices) - 1)
+    if not isinstance(v, (int, float)) or isinstance(v, bool): return None
+    lo, hi = p.low, p.high
+    if p.log and lo > 0 and v > 0: lo, hi, v = math.log(lo), math.log(hi), math.log(v)
+    return min(1.0, max(0.0, (v - lo) / ((hi - lo) or 1)))
+
+def parallel_svg(trials:list, # Trial dicts, as in `TuneResult.trials`
+                 space:dict|None=None, # The searched `Param`s by name (default: ranges read from the trials)
+                 metric:str='value', # The value's name: the last axis
+                 direction:str='minimize', # Which way is better
+                 order:list|None=None, # Parameter axes left to right (default: the space's order)
+                 w:int=520, # SVG width in px
+                 h:int=200, # SVG height in px
+                 max_lines:int=200, # Draw at most this many trials, spread over the ranking
+                ) -> str:
+    "Parallel coordinates as inline SVG: an axis per parameter and one for `metric`, a line per complete trial (the better its rank, the redder, drawn on top)."
+    done = _finished(trials)
+    axes = _axes(done, space)
+    names = [n for n in (order or []) if n in axes] + [n for n in axes if n not in (order or [])]
+    if len(done) < 2 or not names: return ''
+    ranked = sorted(done, key=lambda t: t['value'], reverse=direction == 'minimize')  # worst first: the best are drawn last
+    if len(ranked) > max_lines: ranked = [ranked[round(i * (len(ranked) - 1) / (max_lines - 1))] for i in range(max_lines)]
+    v0, v1 = min(t['value'] for t in done), max(t['value'] for t in done)
+    span = (v1 - v0) or 1.0
+    n = len(names) + 1
+    X = lambda i: 40 + i * (w - 90) / (n - 1)
+    Y = lambda f: 30 + (1 - f) * (h - 52)
+    lines = []
+    for r, t in enumerate(ranked):
+        ys = [_axis_pos(axes[k], t['params'].get(k)) for k in names] + [(t['value'] - v0) / span]
+        if any(y is None for y in ys): continue
+        good = r / ((len(ranked) - 1) or 1)  # by rank, not value: a few outliers would wash the colours out
+        pts = ' '.join(f"{X(i):.1f},{Y(y):.1f}" for i, y in enumerate(ys))
+        lines.append(f"<polyline points='{pts}' fill='none' stroke='{_heat(good)}' stroke-width='1' opacity='{0.3 + 0.6 * good:.2f}'/>")
+    def ticks(i, p):
+        if p is None: return [(1.0, f"{v1:.3g}"), (0.0, f"{v0:.3g}")]
+        if p.kind == 'choice':
+            cs = p.choices if len(p.choices) <= 8 else [p.choices[0], p.choices[-1]]
+            return [(_axis_pos(p, c), _esc(c, 10)) for c in cs]
+        return [(1.0, f"{p.high:.3g}"), (0.0, f"{p.low:.3g}")]
+    ax = []
+    for i, k in enumerate(names + [metric]):
+        p = axes.get(k) if i < len(names) else None
+        bold = " font-weight='bold'" if p is None else ''
+        ax.append(f"<line x1='{X(i):.1f}' y1='{Y(1):.1f}' x2='{X(i):.1f}' y2='{Y(0):.1f}' stroke='currentColor' opacity='0.5'/>"
+                  f"<text x='{X(i):.1f}' y='22' font-size='11' text-anchor='middle' fill='currentColor'{bold}>{_esc(k, 14)}</text>"
+                  + ''.join(f"<text x='{X(i) + 3:.1f}' y='{Y(f) + 3:.1f}' font-size='9' fill='currentColor' opacity='0.8'>{lab}</text>" for f, lab in ticks(i, p)))
+    return (f"<svg {_SVG} class='mlnb-parallel' width='{w}' height='{h}'>"
+            f"<text x='2' y='10' font-size='11' fill='currentColor'>parallel coordinates ({len(lines)} complete trials; red: best)</text>"
+            f"{''.join(lines)}{''.join(ax)}</svg>")
+
+def _best(trials, direction):
+    done = _finished(trials)
+    if not done: return None
+    return (min if direction == 'minimize' else max)(done, key=lambda t: t['value'])
+
+def _table_rows(trials, direction, limit=50, recent=False):
+    "Rows for a trials table: the latest first when `recent`, else the best first, then the rest in order of value."
+    if recent: ts = sorted(trials, key=lambda t: -t['number'])
+    else:
+        key = (lambda t: t['value']) if direction == 'minimize' else (lambda t: -t['value'])
+        ts = sorted([t for t in trials if t['value'] is not None], key=key) + [t for t in trials if t['value'] is None]
+    return [dict(trial=t['number'], state=t['state'], value=f"{t['value']:.6g}" if t['value'] is not None else '',
+                 seconds=f"{t['seconds']:.2f}" if t.get('seconds') is not None else '')
+            | {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in t['params'].items()} | {'error': t.get('error', '')} for t in ts[:limit]]
+
+def study_html(trials:list, # Trial dicts, as in `TuneResult.trials`
+               metric:str='value', # The optimised value's name
+               direction:str='minimize', # 'minimize' or 'maximize'
+               space:dict|None=None, # The searched `Param`s by name (default: ranges read from the trials)
+               importances:dict|None=None, # As `param_importances` returns (None: computed here)
+               limit:int=50, # Rows of the trials table
+               recent:bool=False, # Table the latest trials instead of the best
+               caption:str|None=None, # The table's caption
+              ) -> str:
+    "A study as static HTML: the best trial, optimisation history, parameter importances, parallel coordinates and a trials table."
+    import html
+    b = _best(trials, direction)
+    best = (f"<div class='mlnb-best'>best trial <b>#{b['number']}</b>: {html.escape(metric)} = <b>{b['value']:.6g}</b> with "
+            + ', '.join(f"{html.escape(str(k))}=<b>{html.escape(f'{v:.4g}' if isinstance(v, float) else str(v))}</b>" for k, v in b['params'].items())
+            + "</div>") if b else "<div class='mlnb-best'>no complete trial yet</div>"
+    imp = param_importances(trials, space) if importances is None else importances
+    n_done = len(_finished(trials))
+    imp_svg = importance_svg(imp) or (f"<div class='mlnb-importances'><i>parameter importances: "
+                                      f"{'after 2 complete trials' if n_done < 2 else 'the values do not vary'}</i></div>")
+    charts = [history_svg(trials, metric, direction), imp_svg, parallel_svg(trials, space, metric, direction, order=list(imp))]
+    cols = ['trial', 'state', 'value', 'seconds'] + list(dict.fromkeys(k for t in trials for k in t['params'])) + (['error'] if any(t.get('error') for t in trials) else [])
+    cap = caption or ('latest trials' if recent else 'trials (best first)')
+    table = html_table(_table_rows(trials, direction, limit, recent), cols, caption=cap) if trials else ''
+    return f"{best}<div style='display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start'>{''.join(charts)}</div>{table}"
+
 # %% ../nbs/40_tuning.ipynb #7702e2c0
 @dataclass
 class TuneResult:
     "What `tune` returns: the best trial, every trial, and where the study and its runs are."
-    study_name: str
-    storage: str
-    metric: str
-    direction: str
-    best_params: dict
-    best_value: float|None
-    best_number: int|None
-    trials: list  # one dict per trial: number, state, value, params, seconds
-    run_id: str|None = None
-    n_new: int = 0
-    _objective: Any = field(default=None, repr=False)
-    _fixed: dict = field(default_factory=dict, repr=False)
-    _project: Any = field(default=None, repr=False)
+    study_name: str # The study's name in its storage
+    storage: str # Where the study is: a journal file path or an Optuna storage URL
+    metric: str # The optimised value's name
+    direction: str # 'minimize' or 'maximize'
+    best_params: dict # The best trial's parameters ({} without a complete trial)
+    best_value: float|None # The best trial's value
+    best_number: int|None # The best trial's number
+    trials: list # One dict per trial: `number`, `state`, `value`, `params`, `seconds` (and a failed trial's `error`)
+    run_id: str|None = None # The study's MLflow run (the trials' runs are nested under it)
+    n_new: int = 0 # Trials this call added (a continued study has older ones)
+    _objective: Any = field(default=None, repr=False) # The objective or train spec, for `apply`
+    _fixed: dict = field(default_factory=dict, repr=False) # The space's fixed values, for `apply`
+    _project: Any = field(default=None, repr=False) # The project the runs are in
+    _space: dict = field(default_factory=dict, repr=False) # The searched `Param`s by name, for the plots
 
     @property
     def study(self):
@@ -340,40 +557,24 @@ class TuneResult:
         best = f"best {self.metric}={self.best_value:.6g} with {self.best_params}" if self.best_value is not None else "no complete trial"
         return f"TuneResult(study '{self.study_name}': {len(self.trials)} trials ({c}); {best})"
 
+    @functools.cached_property
+    def importances(self) -> dict:
+        "Each parameter's importance over the complete trials (`param_importances`), computed once."
+        return param_importances(self.trials, self._space or None)
+
     def history_svg(self, w:int=360, h:int=160) -> str:
-        "The optimisation history as inline SVG: each complete trial's value, and the best so far."
-        pts = [(t['number'], t['value']) for t in self.trials if t['state'] == 'COMPLETE' and t['value'] is not None and math.isfinite(t['value'])]
-        if len(pts) < 2: return ''
-        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-        x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
-        if x1 == x0: x1 = x0 + 1
-        if y1 == y0: y1 = y0 + 1
-        X = lambda x: 30 + (x - x0) / (x1 - x0) * (w - 40)
-        Y = lambda y: h - 20 - (y - y0) / (y1 - y0) * (h - 30)
-        best, line, b = [], None, None
-        for x, y in pts:
-            b = y if b is None else (min(b, y) if self.direction == 'minimize' else max(b, y))
-            best.append(f"{X(x):.1f},{Y(b):.1f}")
-        dots = ''.join(f"<circle cx='{X(x):.1f}' cy='{Y(y):.1f}' r='2' fill='currentColor' opacity='0.45'/>" for x, y in pts)
-        return (f"<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' style='color:var(--jp-ui-font-color1,#333)'>"
-                f"<text x='30' y='12' font-size='11' fill='currentColor'>{self.metric} per trial; line: best so far</text>{dots}"
-                f"<polyline points='{' '.join(best)}' fill='none' stroke='#e45756' stroke-width='1.5'/>"
-                f"<text x='2' y='{h-20}' font-size='10' fill='currentColor'>{y0:.3g}</text><text x='2' y='22' font-size='10' fill='currentColor'>{y1:.3g}</text></svg>")
+        "The optimisation history as inline SVG (`history_svg`)."
+        return history_svg(self.trials, self.metric, self.direction, w, h)
 
     def table_rows(self, limit:int=50) -> list[dict]:
         "Rows for a trials table: the best first, then the rest in order of value."
-        key = (lambda t: t['value']) if self.direction == 'minimize' else (lambda t: -t['value'])
-        done = sorted([t for t in self.trials if t['value'] is not None], key=key)
-        rest = [t for t in self.trials if t['value'] is None]
-        return [dict(trial=t['number'], state=t['state'], value=f"{t['value']:.6g}" if t['value'] is not None else '', seconds=f"{t['seconds']:.2f}" if t['seconds'] is not None else '',
-                     **{k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in t['params'].items()}) for t in (done + rest)[:limit]]
+        return _table_rows(self.trials, self.direction, limit)
 
     def _repr_html_(self):
         import html
-        rows = self.table_rows()
-        cols = ['trial', 'state', 'value', 'seconds'] + sorted({k for t in self.trials for k in t['params']})
-        head = f"<p><b>{html.escape(repr(self))}</b></p>"
-        return f"<div class='mlnb-tune'>{head}{self.history_svg()}{html_table(rows, cols, caption=f'trials of {self.study_name} (best first)')}</div>"
+        return (f"<div class='mlnb-tune'><p><b>{html.escape(repr(self))}</b></p>"
+                + study_html(self.trials, self.metric, self.direction, self._space or None, self.importances,
+                             caption=f'trials of {self.study_name} (best first)') + "</div>")
 
     def apply(self, objective=None, # The objective or train spec (default: the one that was tuned)
               **overrides, # Arguments that replace the tuned values (e.g. `epochs=20`)
@@ -409,11 +610,13 @@ def _value(out, metric):
 
 # %% ../nbs/40_tuning.ipynb #14e3c30b
 def _free_gpu():
-    if 'torch' in sys.modules:
-        torch = sys.modules['torch']
-        try:
-            if torch.cuda.is_available(): gc.collect(); torch.cuda.empty_cache()
-        except Exception: pass
+    "Release the finished trial's GPU memory: collect its objects (cycles too), then return PyTorch's cached blocks to the driver."
+    torch = sys.modules.get('torch')
+    if torch is None: return
+    try:
+        if not torch.cuda.is_initialized(): return  # this process never used CUDA: nothing to free, and no reason to start it
+        gc.collect(); torch.cuda.empty_cache()
+    except Exception: pass
 
 def _report_pruning(trial, metric, state):
     "A `train.epoch` callback: report the epoch's `metric`, and ask training to stop when the pruner says so."
@@ -446,9 +649,7 @@ def _make_objective(obj, space:dict, fixed:dict, metric:str, ctx:dict):
         except Exception as e:
             trial.set_user_attr('mlnb.error', f"{type(e).__name__}: {e}"[:500])
             emit('tune.warning', msg=f"trial {trial.number} failed: {type(e).__name__}: {e}"[:300], number=trial.number)
-            raise TrialFailed(f"{type(e).__name__}: {e}") from e
-        finally:
-            _free_gpu()
+            raise TrialFailed(f"{type(e).__name__}: {e}") from None  # not chained: its traceback would keep the trial's tensors alive
         return v
     return objective
 
@@ -508,7 +709,8 @@ def _trial_rows(study) -> list[dict]:
     out = []
     for t in study.get_trials(deepcopy=False):
         secs = (t.datetime_complete - t.datetime_start).total_seconds() if (t.datetime_complete and t.datetime_start) else None
-        out.append(dict(number=t.number, state=t.state.name, value=t.value if t.state.name == 'COMPLETE' else None, params=dict(t.params), seconds=secs))
+        err = {'error': str(t.user_attrs['mlnb.error'])} if t.state.name == 'FAIL' and t.user_attrs.get('mlnb.error') else {}
+        out.append(dict(number=t.number, state=t.state.name, value=t.value if t.state.name == 'COMPLETE' else None, params=dict(t.params), seconds=secs, **err))
     return out
 
 def tune(objective, # `fn(params) -> float|dict`, `fn(trial)`, or a train spec (dict of `mlnb.train` arguments, `model` a factory)
@@ -556,7 +758,7 @@ def tune(objective, # `fn(params) -> float|dict`, `fn(trial)`, or a train spec (
     ref = _obj_ref(objective) if callable(objective) and not isinstance(objective, dict) else None
     if ref: st.set_user_attr('mlnb.objective', ref)
     n_before = len(st.get_trials(deepcopy=False))
-    emit('tune.start', study=name, n_trials=n_trials, n_jobs=n_jobs, direction=direction, metric=metric,
+    emit('tune.start', study=name, n_trials=n_trials, n_jobs=n_jobs, direction=direction, metric=metric, space={k: p.spec() for k, p in space.items()},
          msg=f"study '{name}': {n_trials} trials ({direction} {metric}), {n_jobs} worker{'s' if n_jobs > 1 else ''}" + (f", continuing {n_before} trials" if n_before else ""))
     from mlnb import track as T
     parent = T.Run(experiment, f"study {name}", params={**{k: v for k, v in fixed.items()}, 'n_trials': n_trials, 'sampler': _name(sampler), 'pruner': _name(pruner)},
@@ -566,7 +768,7 @@ def tune(objective, # `fn(params) -> float|dict`, `fn(trial)`, or a train spec (
         ctx = dict(project=prj, experiment=parent.experiment if parent else experiment, parent_id=parent.id if parent else None, study=name, track=track)
         if n_jobs == 1: _optimize(st, objective, space, fixed, metric, n_trials, timeout, ctx)
         else: _optimize_procs(st, url, objective, space, fixed, metric, n_trials, timeout, ctx, n_jobs, sampler, pruner, seed, prj)
-        res = _result(st, url, metric, direction, objective, fixed, prj, parent, n_before)
+        res = _result(st, url, metric, direction, objective, space, fixed, prj, parent, n_before)
         if parent is not None:
             if res.best_params: parent.log_params({f"best_{k}": v for k, v in res.best_params.items()})
             if res.best_value is not None: parent.log({f"best_{metric}": res.best_value})
@@ -601,8 +803,16 @@ def _create(name, stor, smp, prn, direction):
         return old
     return optuna.create_study(study_name=name, storage=stor, sampler=smp, pruner=prn, direction=direction or 'minimize', load_if_exists=True)
 
+def _trial_event(t, metric, best):
+    "Emit `tune.trial` for the finished Optuna trial `t` (`best`: the study's best value so far)."
+    secs = (t.datetime_complete - t.datetime_start).total_seconds() if (t.datetime_complete and t.datetime_start) else None
+    value = t.value if t.state.name == 'COMPLETE' else None
+    err = {'error': str(t.user_attrs['mlnb.error'])} if t.user_attrs.get('mlnb.error') else {}
+    emit('tune.trial', tick=True, number=t.number, state=t.state.name, value=value, params=dict(t.params), best_value=best, seconds=secs, **err,
+         msg=f"trial {t.number} {t.state.name.lower()}" + (f" {metric}={value:.6g}" if value is not None else '') + (f" (best {best:.6g})" if best is not None else ''))
+
 def _optimize(st, objective, space, fixed, metric, n_trials, timeout, ctx):
-    "Run `n_trials` in this process, with batched trial runs."
+    "Run `n_trials` in this process, with batched trial runs; GPU memory is released after each trial."
     from mlnb.logger import mlflow_client
     log = None
     if ctx.get('parent_id'):
@@ -610,13 +820,13 @@ def _optimize(st, objective, space, fixed, metric, n_trials, timeout, ctx):
         c = mlflow_client(ctx['project'].tracking_uri)
         exp_id = c.get_run(ctx['parent_id']).info.experiment_id
         log = TrialLog(ctx['project'].tracking_uri, exp_id, ctx['parent_id'], metric, ctx['study'])
-    best = [None]
     def after(study, t):
+        _free_gpu()  # here, not in the objective: Optuna has let go of a failed trial's exception (and the frames it holds) by now
         if log is not None: log.add(t)
+        if not ctx.get('events', True): return  # a forked worker: the parent process reports the trials
         try: b = study.best_value
         except ValueError: b = None
-        emit('tune.trial', tick=True, number=t.number, state=t.state.name, value=t.value, params=dict(t.params), best_value=b,
-             msg=f"trial {t.number} {t.state.name.lower()}" + (f" {metric}={t.value:.6g}" if t.value is not None else '') + (f" (best {b:.6g})" if b is not None else ''))
+        _trial_event(t, metric, b)
     try:
         st.optimize(_make_objective(objective, space, fixed, metric, ctx), n_trials=n_trials, timeout=timeout, catch=(TrialFailed,), callbacks=[after])
     finally:
@@ -629,38 +839,72 @@ def _worker_main(url, name, objective, space, fixed, metric, n, timeout, ctx, sa
     L._BUFFER = None  # the parent's flush thread and writer process do not survive the fork
     # the study's run stays on the forked run stack, so trained trials nest under it; a fork exits without atexit hooks
     events._subs = [(p, f) for p, f in events._subs if isinstance(f, TextRenderer)]
-    if gpu is not None: os.environ['CUDA_VISIBLE_DEVICES'] = str(gpu)
+    if gpu is not None: os.environ['CUDA_VISIBLE_DEVICES'] = str(gpu)  # before CUDA starts in this process: its only device
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     prj = Project(root)
     st = optuna.load_study(study_name=name, storage=open_storage(url, prj), sampler=make_sampler(sampler, seed), pruner=make_pruner(pruner))
-    _optimize(st, objective, space, fixed, metric, n, timeout, ctx | dict(project=prj))
+    _optimize(st, objective, space, fixed, metric, n, timeout, ctx | dict(project=prj, events=False))
     if L._BUFFER is not None: L._BUFFER.close()
 
-def _gpus() -> list:
-    if 'torch' not in sys.modules: return []
-    try:
-        torch = sys.modules['torch']
-        if torch.cuda.is_initialized(): return []  # CUDA cannot be pinned again in a forked child
-        return list(range(torch.cuda.device_count()))
-    except Exception: return []
+def _gpu_count() -> int:
+    "GPUs on this machine, counted by `nvidia-smi` (another process: CUDA is not started here); 0 without it."
+    import re, subprocess
+    try: out = subprocess.run(['nvidia-smi', '-L'], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError): return 0
+    return len(re.findall(r'^GPU \d+:', out, re.M))
+
+def _gpus() -> list[str]:
+    "The devices to pin worker processes to, one each: the entries of `CUDA_VISIBLE_DEVICES` when it is set, else every GPU."
+    cvd = os.environ.get('CUDA_VISIBLE_DEVICES')
+    if cvd is not None:
+        out = []
+        for d in (x.strip() for x in cvd.split(',')):
+            if not d or d.startswith('-'): break  # CUDA stops at the first invalid entry ('-1': no device)
+            out.append(d)
+        return out
+    return [str(i) for i in range(_gpu_count())]
+
+def _cuda_started() -> bool:
+    "Has this process started CUDA (so that forked workers cannot use it)?"
+    torch = sys.modules.get('torch')
+    try: return bool(torch is not None and torch.cuda.is_initialized())
+    except Exception: return False
+
+def _pinning(n_workers:int) -> list:
+    "The device of each of `n_workers` forked workers: round-robin over the GPUs when there are several, else None (unpinned)."
+    gpus = _gpus()
+    if len(gpus) < 2: return [None] * n_workers
+    if _cuda_started():
+        emit('tune.warning', msg="CUDA is already started in this process: forked workers cannot use the GPU, so they are not pinned",
+             hint="tune before touching the GPU in this kernel, or start `mlnb tune-worker` processes (one per GPU, CUDA_VISIBLE_DEVICES=i)")
+        return [None] * n_workers
+    if n_workers > len(gpus):
+        emit('tune.warning', msg=f"{n_workers} workers on {len(gpus)} GPUs: {math.ceil(n_workers / len(gpus))} share a GPU", hint=f"n_jobs={len(gpus)} runs one trial per GPU")
+    return [gpus[i % len(gpus)] for i in range(n_workers)]
 
 def _optimize_procs(st, url, objective, space, fixed, metric, n_trials, timeout, ctx, n_jobs, sampler, pruner, seed, prj):
-    "Fork `n_jobs` worker processes on the same storage; each runs its share of the trials (one GPU each when there are several)."
+    "Fork `n_jobs` worker processes on the same storage, each pinned to its GPU when there are several; report their trials as they finish."
     import multiprocessing as mp
     if url is None: raise TuneError("n_jobs > 1 needs a storage other processes can open", hint="pass a journal path or a storage URL")
     if sys.platform == 'win32': raise TuneError("n_jobs > 1 needs fork (Linux, macOS)", hint="start `mlnb tune-worker` processes instead")
     from mlnb.logger import buffer
     buffer().flush()
-    share = [n_trials // n_jobs + (1 if i < n_trials % n_jobs else 0) for i in range(n_jobs)]
-    gpus = _gpus()
+    share = [n for n in (n_trials // n_jobs + (1 if i < n_trials % n_jobs else 0) for i in range(n_jobs)) if n]
+    devices = _pinning(len(share))
     fctx = mp.get_context('fork')
     procs = [fctx.Process(target=_worker_main, args=(url, st.study_name, objective, space, fixed, metric, n, timeout, ctx | dict(project=None), sampler, pruner,
-                                                      None if seed is None else seed + i, str(prj.root), gpus[i % len(gpus)] if len(gpus) > 1 else None), daemon=False)
-             for i, n in enumerate(share) if n]
+                                                      None if seed is None else seed + i, str(prj.root), devices[i]), daemon=False)
+             for i, n in enumerate(share)]
+    done = {t.number for t in st.get_trials(deepcopy=False, states=_FINISHED())}
+    best = [None]
     for p in procs: p.start()
     try:
-        for p in procs: p.join()
+        while True:
+            alive = [p for p in procs if p.is_alive()]
+            _report_new(st, done, metric, best)
+            if not alive: break
+            alive[0].join(0.5)
     except BaseException:
         for p in procs:
             if p.is_alive(): p.terminate()
@@ -668,12 +912,27 @@ def _optimize_procs(st, url, objective, space, fixed, metric, n_trials, timeout,
     bad = [p.exitcode for p in procs if p.exitcode]
     if bad: raise TuneError(f"{len(bad)} of {len(procs)} worker processes failed (exit codes {bad})", hint="see their output above; the trials they finished are kept in the study")
 
-def _result(st, url, metric, direction, objective, fixed, prj, parent, n_before):
+def _FINISHED():
+    from optuna.trial import TrialState
+    return (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+def _report_new(st, done:set, metric, best:list):
+    "Emit `tune.trial` for the trials the workers finished since the last look (`done`: the numbers already reported)."
+    try: ts = st.get_trials(deepcopy=False, states=_FINISHED())
+    except Exception: return  # a storage hiccup: look again next time
+    for t in sorted((t for t in ts if t.number not in done), key=lambda t: t.number):
+        done.add(t.number)
+        if t.state.name == 'COMPLETE' and t.value is not None and math.isfinite(t.value):
+            if best[0] is None or (t.value < best[0] if st.direction.name == 'MINIMIZE' else t.value > best[0]): best[0] = t.value
+        _trial_event(t, metric, best[0])  # (a failed trial's warning was printed by its worker)
+
+def _result(st, url, metric, direction, objective, space, fixed, prj, parent, n_before):
     rows = _trial_rows(st)
     try: b = st.best_trial
     except ValueError: b = None
-    return TuneResult(st.study_name, url, metric, direction, dict(b.params) if b else {}, b.value if b else None, b.number if b else None, rows,
-                      parent.id if parent else None, len(rows) - n_before, objective, fixed, prj)
+    return TuneResult(st.study_name, url, metric, direction, best_params=dict(b.params) if b else {}, best_value=b.value if b else None,
+                      best_number=b.number if b else None, trials=rows, run_id=parent.id if parent else None, n_new=len(rows) - n_before,
+                      _objective=objective, _fixed=fixed, _project=prj, _space=dict(space))
 
 # %% ../nbs/40_tuning.ipynb #8c015f81
 def _tune_args(p):
@@ -691,7 +950,8 @@ def _tune_args(p):
     p.add_argument("--seed", type=int, default=None, help="sampler seed")
     p.add_argument("--experiment", default=None, help="MLflow experiment")
 
-def import_ref(ref:str):
+def import_ref(ref:str, # `module:qualname`, e.g. `mypkg.objectives:objective`
+              ):
     "The object named `module:qualname`."
     import importlib
     mod, _, qn = ref.partition(':')
@@ -724,8 +984,10 @@ def tune_worker(study:str, # The study's name
                 n_trials:int=10, # Trials this worker runs
                 timeout:float|None=None, # Seconds after which it starts no new trial
                 objective=None, # The objective, when the study did not record an importable one
-                sampler="tpe", pruner="median", seed:int|None=None,
-                project=None,
+                sampler="tpe", # 'tpe', 'random', 'qmc' or an Optuna sampler (this worker's)
+                pruner="median", # 'median', 'percentile', 'hyperband', 'halving', 'none' or an Optuna pruner
+                seed:int|None=None, # Sampler seed (give each worker its own)
+                project=None, # The project (default: the one at or above the current directory)
                ) -> TuneResult:
     "Join the existing `study`: run `n_trials` more of it in this process."
     import optuna
@@ -747,7 +1009,7 @@ def tune_worker(study:str, # The study's name
     ctx = dict(project=prj, experiment=None, parent_id=ua.get('mlnb.parent_run'), study=study, track=ua.get('mlnb.parent_run') is not None)
     n0 = len(st.get_trials(deepcopy=False))
     _optimize(st, objective, space, fixed, metric, n_trials, timeout, ctx)
-    return _result(st, storage_url(storage, prj), metric, st.direction.name.lower(), objective, fixed, prj, None, n0)
+    return _result(st, storage_url(storage, prj), metric, st.direction.name.lower(), objective, space, fixed, prj, None, n0)
 
 def _worker_args(p):
     p.add_argument("study", help="the study's name")

@@ -1,4 +1,4 @@
-"""The live view of `%mlnb tune`: trials done, the best value and params so far, the best-so-far curve, and the latest trials; the result's static table and history when the study ends.
+"""The live view of `%mlnb tune`: progress, the best trial, the optimisation history, parameter importances, parallel coordinates and the latest trials, updated as trials finish; the result's static HTML and an "Apply best" button when the study ends.
 
 Docs: https://mlnb.github.io/mlnb/widgets_tune.html.md"""
 
@@ -6,48 +6,92 @@ Docs: https://mlnb.github.io/mlnb/widgets_tune.html.md"""
 
 # %% ../nbs/98_widgets_tune.ipynb #1a9aef3e
 from __future__ import annotations
-import html, math
-from .core import Event
+import html, time
+from .core import Event, MlnbError, need
 from .widgets import LiveView
-from .widgets_train import sparkline
+from .tuning import parse_space, param_importances, study_html, _finished
 
 # %% auto #0
 __all__ = ['TuneView', 'make_view']
 
 # %% ../nbs/98_widgets_tune.ipynb #a1b0fc33
 class TuneView(LiveView):
-    "Live progress of a tuning study, from `tune.*` events."
-    def __init__(self, title:str="", recent:int=8, max_points:int=400):
-        self.recent, self.max_points = recent, max_points
-        self.total, self.metric, self.states, self.best, self.best_params, self.curve, self.last = None, 'value', {}, None, {}, [], []
+    "Live view of a tuning study from `tune.*` events, with an 'Apply best' button once it ends."
+    imp_interval = 2.0  # seconds at least between two fits of the importances
+    def __init__(self,
+                 title:str="", # Shown above the view
+                 recent:int=8, # Latest trials in the live table
+                 apply=None, # `fn(result)` that "Apply best" runs (default: `result.apply()`)
+                ):
+        w = need('ipywidgets')
+        self.recent, self.apply = recent, apply or (lambda res: res.apply())
+        self.total, self.metric, self.direction, self.space, self.states, self.trials = None, 'value', 'minimize', None, {}, []
+        self.importances, self._imp_n, self._imp_next, self.applied = {}, 0, 0.0, None
         super().__init__(title)
+        self.html = self.widget
+        self.button = w.Button(description='Apply best', icon='check', tooltip='Retrain with the best params as a normal run')
+        self.button.on_click(self._apply)
+        self.status = w.HTML()
+        self.actions = w.HBox([self.button, self.status], layout=w.Layout(display='none'))
+        self.widget = w.VBox([self.html, self.actions])
+
     def on_event(self, ev:Event):
+        "Keep the study's settings and each finished trial; re-render at most every `min_interval` s."
         d = ev.data
-        if ev.kind == 'tune.start': self.total, self.metric = d.get('n_trials'), d.get('metric', 'value')
+        if ev.kind == 'tune.start':
+            self.total, self.metric, self.direction = d.get('n_trials'), d.get('metric', 'value'), d.get('direction') or 'minimize'
+            try: self.space = parse_space(d['space'])[0] if d.get('space') else None
+            except MlnbError: self.space = None
         elif ev.kind == 'tune.trial':
             st = d.get('state', '?')
             self.states[st] = self.states.get(st, 0) + 1
-            b = d.get('best_value')
-            if b is not None and b != self.best and d.get('value') == b: self.best_params = dict(d.get('params') or {})
-            if b is not None: self.best = b; self.curve.append(b)
-            if len(self.curve) > self.max_points: self.curve = self.curve[::2]
-            self.last = (self.last + [d])[-self.recent:]
-        else: return  # other events (training of a trial) are not drawn here
-        super().on_event(ev)
+            t = dict(number=d.get('number'), state=st, value=d.get('value'), params=dict(d.get('params') or {}), seconds=d.get('seconds'))
+            if d.get('error'): t['error'] = d['error']
+            self.trials.append(t)
+        else: return  # other events (the training of a trial) are not drawn here
+        self.events.append(ev)
+        now = time.monotonic()
+        if now - self._last >= self.min_interval: self._last = now; self.html.value = self._html()
+
+    def _importances(self) -> dict:
+        "The importances, refitted when trials were added and the last fit is old enough."
+        n, now = len(_finished(self.trials)), time.monotonic()
+        if n != self._imp_n and now >= self._imp_next:
+            t0 = time.perf_counter()
+            self.importances = param_importances(self.trials, self.space)
+            self._imp_n, self._imp_next = n, now + max(self.imp_interval, 9 * (time.perf_counter() - t0))
+        return self.importances
+
     def render(self) -> str:
         if self.result is not None and hasattr(self.result, '_repr_html_'): return self.result._repr_html_()
-        n = sum(self.states.values())
+        n = len(self.trials)
         counts = ', '.join(f"{v} {k.lower()}" for k, v in sorted(self.states.items()))
-        head = f"<div>{n}{f'/{self.total}' if self.total else ''} trials ({html.escape(counts) or 'none yet'})</div>"
-        best = (f"<div>best {html.escape(self.metric)} <b>{self.best:.6g}</b> {html.escape(str(self.best_params))}</div>"
-                if self.best is not None else "")
-        rows = ''.join(f"<tr><td>{t.get('number')}</td><td>{html.escape(str(t.get('state')))}</td><td>{_num(t.get('value'))}</td>"
-                       f"<td>{html.escape(str(t.get('params')))}</td></tr>" for t in reversed(self.last))
-        table = f"<table class='mlnb-table'><tr><th>trial</th><th>state</th><th>value</th><th>params</th></tr>{rows}</table>" if rows else ""
-        return head + best + sparkline(self.curve, label=f"best {self.metric}") + table
+        pct = min(100.0, 100.0 * n / self.total) if self.total else 0.0
+        bar = (f"<div style='background:var(--jp-layout-color2,#eee);height:6px;border-radius:3px;max-width:640px'>"
+               f"<div style='background:var(--jp-brand-color1,#1976d2);height:6px;border-radius:3px;width:{pct:.1f}%'></div></div>")
+        head = f"<div>{n}{f'/{self.total}' if self.total else ''} trials ({html.escape(counts) or 'none yet'}) · {html.escape(self.direction)} {html.escape(self.metric)}</div>"
+        if not self.trials: return head + bar
+        return head + bar + study_html(self.trials, self.metric, self.direction, self.space, self._importances(), limit=self.recent, recent=True)
 
-def _num(v): return '' if v is None else f"{v:.6g}"
+    def finish(self, result, error:BaseException|None=None):
+        "Show the result's HTML, and 'Apply best' when it has a best trial and knows its objective."
+        self.result, self.error = result, error
+        self.html.value = self._html()
+        ok = error is None and bool(getattr(result, 'best_params', None)) and getattr(result, '_objective', None) is not None
+        self.actions.layout.display = 'flex' if ok else 'none'
 
-def make_view(args, ctx) -> TuneView:
+    def _apply(self, _=None):
+        self.button.disabled, self.status.value = True, "<i>training with the best params…</i>"
+        try:
+            self.applied = r = self.apply(self.result)
+            where = f"run {r.run_id}" if getattr(r, 'run_id', None) else f"{self.result.metric} = {r:.6g}" if isinstance(r, float) else repr(r)[:200]
+            self.status.value = f"<span style='color:var(--jp-success-color1,#080)'>✔ applied: {html.escape(where)}</span>"
+        except Exception as e:
+            self.status.value = f"<span style='color:var(--jp-error-color1,#c00)'>✘ {html.escape(type(e).__name__)}: {html.escape(str(e))}</span>"
+        finally: self.button.disabled = False
+
+def make_view(args, # The parsed `%mlnb tune` arguments
+              ctx, # The verb's context (unused: the view reads events)
+             ) -> TuneView:
     "The view for `%mlnb tune` (named in the verb's `view=`)."
     return TuneView(f"tune {getattr(args, 'objective', '')}")

@@ -193,3 +193,114 @@ def test_optuna_dashboard_reads_studies(prj):
     setup_testing_defaults(env)
     detail = json.loads(b''.join(app(env, lambda s, h, *a: None)))
     assert len(detail['trials']) == 3 and detail['best_trials']
+
+
+# ---- devices: one GPU per worker, memory released between trials (faked on CPU) --------------------------------------
+
+def _where(trial):
+    "Records where the trial ran: the worker's process and the devices CUDA would see there."
+    trial.set_user_attr('pid', os.getpid())
+    trial.set_user_attr('cvd', os.environ.get('CUDA_VISIBLE_DEVICES'))
+    return trial.params['x'] ** 2
+
+
+def _devices_by_worker(prj, study):
+    st = optuna.load_study(study_name=study, storage=_journal(prj))
+    by = {}
+    for t in st.trials: by.setdefault(t.user_attrs['pid'], set()).add(t.user_attrs['cvd'])
+    return st, by
+
+
+def test_workers_pinned_one_gpu_each(prj, monkeypatch):
+    import mlnb.tuning as T
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(T, "_gpu_count", lambda: 2)  # a machine with two GPUs, as `nvidia-smi -L` would count them
+    tune(_where, {"x": (-1.0, 1.0)}, n_trials=8, n_jobs=2, study="pin", seed=0, track=False)
+    st, by = _devices_by_worker(prj, "pin")
+    assert len(st.trials) == 8 and len(by) == 2 and os.getpid() not in by  # two forked workers ran them
+    assert all(len(d) == 1 for d in by.values())  # each worker sees one device the whole study...
+    assert sorted(d for ds in by.values() for d in ds) == ['0', '1']  # ...and each its own
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ  # the notebook's process is left as it was
+
+
+def test_pinning_follows_cuda_visible_devices(prj, monkeypatch):
+    import mlnb.tuning as T
+    monkeypatch.setattr(T, "_gpu_count", lambda: 8)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")  # the GPUs this process may use: workers get one of those each
+    tune(_where, {"x": (-1.0, 1.0)}, n_trials=6, n_jobs=2, study="cvd", seed=0, track=False)
+    _, by = _devices_by_worker(prj, "cvd")
+    assert sorted(d for ds in by.values() for d in ds) == ['5', '7']
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")  # one GPU: nothing to spread, the workers share it
+    tune(_where, {"x": (-1.0, 1.0)}, n_trials=4, n_jobs=2, study="one", seed=0, track=False)
+    _, by = _devices_by_worker(prj, "one")
+    assert set().union(*by.values()) == {'3'}
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setattr(T, "_gpu_count", lambda: 0)  # no GPU: nothing is pinned
+    assert T._pinning(3) == [None, None, None]
+    monkeypatch.setattr(T, "_gpu_count", lambda: 2)
+    seen = []
+    from mlnb.core import events
+    with events.listening('tune.warning', seen.append):
+        assert T._pinning(3) == ['0', '1', '0']  # more workers than GPUs: round-robin, with a warning
+        monkeypatch.setattr(T, "_cuda_started", lambda: True)
+        assert T._pinning(2) == [None, None]  # CUDA started here: a forked worker could not use it, so no pinning...
+    assert "share a GPU" in seen[0].msg and "CUDA is already started" in seen[1].msg  # ...and the user is told why
+
+
+class _Held:
+    "Stands for a trial's tensors: kept alive by a reference cycle, so only a garbage collection frees it."
+    def __init__(self): self.me = self
+
+
+def test_gpu_memory_released_after_every_trial(prj, monkeypatch):
+    torch = pytest.importorskip("torch")
+    import weakref
+    held, calls = [], []
+    def objective(p):
+        h = _Held(); held.append(weakref.ref(h))
+        if p['x'] > 0.5: raise RuntimeError("CUDA out of memory (pretend)")  # its traceback holds `h` too
+        return p['x']
+    def empty_cache():  # the moment PyTorch's cache goes back to the driver: the trial's objects must be gone already
+        calls.append(held[-1]() is None)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)  # as if the trials had used CUDA in this process
+    monkeypatch.setattr(torch.cuda, "empty_cache", empty_cache)
+    res = tune(objective, {"x": (0.0, 1.0)}, n_trials=10, seed=0, study="mem", track=False, sampler="random")
+    assert res.counts()['FAIL'] > 0 and res.counts()['COMPLETE'] > 0
+    assert calls == [True] * 10  # after each trial, failed ones included, with the trial's objects collected first
+
+
+# ---- the live view ---------------------------------------------------------------------------------------------------
+
+def test_live_view_follows_parallel_workers_and_shows_the_plots(prj, monkeypatch):
+    pytest.importorskip("ipywidgets")
+    monkeypatch.setenv("MLNB_TRACKING_LINEAGE", "false")
+    import mlnb.widgets_tune as W
+    views = []
+    def make_view(args, ctx):
+        v = W.TuneView(f"tune {args.objective}"); v.imp_interval = 0; views.append(v); return v
+    monkeypatch.setattr(W, "make_view", make_view)
+    from IPython.core.interactiveshell import InteractiveShell
+    sh = InteractiveShell.instance()
+    try:
+        sh.run_cell('%load_ext mlnb')
+        sh.run_cell('def bowl2(p): return (p["x"] - 0.3) ** 2 + (0.5 if p["k"] == "b" else 0.0)')
+        r = sh.run_cell('''res = %mlnb tune bowl2 '{"x": (0.0, 1.0), "k": ["a", "b"]}' --n-trials 12 --jobs 2 --seed 0 --study live''')
+        assert r.success, r.error_in_exec
+        res, v = sh.user_ns['res'], views[-1]
+    finally:
+        sh.run_cell('%unload_ext mlnb')
+        InteractiveShell.clear_instance()
+    # the workers' trials reached the notebook's view as they finished, each once
+    assert sorted(t['number'] for t in v.trials) == list(range(12))
+    live = W.study_html(v.trials, v.metric, v.direction, v.space, v._importances(), recent=True)
+    for part in ("class='mlnb-history'", "class='mlnb-importances'", "class='mlnb-parallel'", "best trial <b>#", "latest trials"):
+        assert part in live, part
+    # the end state, also the static fallback the notebook keeps: the result's HTML with the same plots
+    static = res._repr_html_()
+    assert v.html.value.count("class='mlnb-parallel'") == 1 and "trials of live" in v.html.value
+    for part in ("class='mlnb-history'", "class='mlnb-importances'", "class='mlnb-parallel'", f"best trial <b>#{res.best_number}</b>"):
+        assert part in static, part
+    assert set(res.importances) == {'x', 'k'} and abs(sum(res.importances.values()) - 1) < 1e-6
+    assert v.actions.layout.display == 'flex'  # "Apply best" is offered
+    v.button.click()
+    assert v.applied == pytest.approx(res.best_value) and 'applied' in v.status.value  # the objective rerun with the best params
