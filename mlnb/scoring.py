@@ -28,7 +28,10 @@ def _quantize_module(m, mode:str):
     eng = torch.backends.quantized
     if eng.engine == 'none' or eng.engine not in eng.supported_engines:  # pick one this CPU has
         eng.engine = next(e for e in ('x86', 'fbgemm', 'qnnpack', 'onednn') if e in eng.supported_engines)
-    return torch.ao.quantization.quantize_dynamic(m, {torch.nn.Linear}, dtype=torch.qint8)
+    import warnings
+    with warnings.catch_warnings():  # torch 2.x announces the move of eager quantization to torchao; the API still works
+        warnings.simplefilter('ignore', DeprecationWarning); warnings.filterwarnings('ignore', message='.*quantize_per_tensor')
+        return torch.ao.quantization.quantize_dynamic(m, {torch.nn.Linear}, dtype=torch.qint8)
 
 def _torch_part(impl):
     "The attribute of a pyfunc implementation that holds its torch module (`pytorch_model`, `pipeline.model`), or None."
