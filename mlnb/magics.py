@@ -6,14 +6,14 @@ Docs: https://mlnb.github.io/mlnb/magics.html.md"""
 
 # %% ../nbs/91_magics.ipynb #a8ec6a8b
 from __future__ import annotations
-import shlex, sys
+import ast, shlex, sys
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from traitlets import Bool, Float
 from .core import HelpShown, MlnbError, MlnbUsageError, TextRenderer, VerbContext, check_cell, events, parse_verb
 
 # %% auto #0
-__all__ = ['MlnbMagics', 'load_ipython_extension', 'unload_ipython_extension']
+__all__ = ['MlnbMagics', 'view_bundle', 'BareMagicTransformer', 'load_ipython_extension', 'unload_ipython_extension']
 
 # %% ../nbs/91_magics.ipynb #860cf77b
 @magics_class
@@ -30,19 +30,25 @@ class MlnbMagics(Magics):
         try: argv = shlex.split(line)
         except ValueError as e: raise UsageError(f"%mlnb: cannot parse the line: {e} (hint: check the quotes)") from None
         ctx = VerbContext(namespace=self.shell.user_ns if self.shell else {}, cell=cell, face='magic')
+        _shown[0] = None
         try:
             v, args = parse_verb(argv, prog='%mlnb')
             check_cell(v, ctx)
-            live = self._live_view(v, args, ctx)
+            live, handle = self._live_view(v, args, ctx)
             if live is not None: sub = live.on_event
             elif self.quiet: sub = lambda ev: None
             else: sub = TextRenderer(sys.stdout, min_interval=self.progress_interval)
             with events.listening('*', sub):
                 try: res = v.run(args, ctx)
                 except BaseException as e:
-                    if live is not None: live.finish(None, error=e)
+                    if live is not None:
+                        live.finish(None, error=e)
+                        if handle is not None: handle.update(view_bundle(live), raw=True)
                     raise
-            if live is not None: live.finish(res)
+            if live is not None:
+                live.finish(res)
+                if handle is not None: handle.update(view_bundle(live, res), raw=True)
+                if res is not None: _shown[0] = id(res)  # a bare `%mlnb …` statement returns None instead (`_unless_shown`)
             return res
         except HelpShown as h: print(h.text)
         except MlnbUsageError as e: raise UsageError(str(e)) from None
@@ -51,28 +57,66 @@ class MlnbMagics(Magics):
             raise
 
     def _live_view(self, v, args, ctx):
-        "The verb's live widget view, displayed; None when it has none, widgets are off, or ipywidgets is missing."
-        if not (self.widgets and v.view): return None
+        "The verb's live widget view, displayed, and its display handle; `(None, None)` when it has none, widgets are off, or ipywidgets is missing."
+        if not (self.widgets and v.view): return None, None
         try: import ipywidgets  # noqa: F401
-        except ImportError: return None
+        except ImportError: return None, None
         import importlib
         from IPython.display import display
         mod, fn = v.view.split(':')
         live = getattr(importlib.import_module(mod), fn)(args, ctx)
-        display(live.widget)
-        return live
+        if not hasattr(live.widget, '_repr_mimebundle_'): display(live.widget); return live, None
+        return live, display(view_bundle(live), raw=True, display_id=True)
 
 # %% ../nbs/91_magics.ipynb #000fca30
-def load_ipython_extension(ipython):
+_WIDGET_MIME = 'application/vnd.jupyter.widget-view+json'
+
+def view_bundle(live, # A live view (`mlnb.widgets.LiveView`), whose `widget` is an ipywidget
+                result=None, # The verb's result, once it is done
+               ) -> dict:
+    "The display data of a live view: the widget, and a static fallback (the result's HTML and text, else the view's HTML)."
+    data = dict(live.widget._repr_mimebundle_() or {})
+    try:
+        html = result._repr_html_() if hasattr(result, '_repr_html_') else live._html() if hasattr(live, '_html') else None
+        if html: data['text/html'] = html
+        if result is not None: data['text/plain'] = repr(result)
+    except Exception: pass  # a fallback never breaks the view
+    return data
+
+# %% ../nbs/91_magics.ipynb #f0457c65
+_shown = [None]  # id() of the result the last `%mlnb` call displayed in a live view
+
+def _unless_shown(value):
+    "The value of a bare `%mlnb …` statement: None when a live view has just displayed it, else `value`."
+    shown, _shown[0] = _shown[0], None
+    return None if value is not None and shown == id(value) else value
+
+class BareMagicTransformer(ast.NodeTransformer):
+    "Wraps bare `%mlnb …` / `%%mlnb …` statements (calls, not assignments) in `_unless_shown`."
+    def visit_Expr(self, node):
+        c = node.value
+        if (isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute) and c.func.attr in ('run_line_magic', 'run_cell_magic')
+                and c.args and isinstance(c.args[0], ast.Constant) and c.args[0].value == 'mlnb'):
+            fn = ast.parse("__import__('mlnb.magics', fromlist=['_unless_shown'])._unless_shown", mode='eval').body
+            node.value = ast.Call(fn, [c], [])
+            ast.copy_location(node.value, c); ast.fix_missing_locations(node)
+        return node
+
+# %% ../nbs/91_magics.ipynb #4f727c06
+def load_ipython_extension(ipython, # The IPython shell (`%load_ext mlnb` passes it)
+                          ):
     "Register `%mlnb`/`%%mlnb` and make `MlnbMagics` `%config`-able."
     m = MlnbMagics(shell=ipython)
     ipython.register_magics(m)
     if m not in ipython.configurables: ipython.configurables.append(m)
+    if not any(isinstance(t, BareMagicTransformer) for t in ipython.ast_transformers): ipython.ast_transformers.append(BareMagicTransformer())
     return m
 
-def unload_ipython_extension(ipython):
+def unload_ipython_extension(ipython, # The IPython shell (`%unload_ext mlnb` passes it)
+                            ):
     "Remove `%mlnb`/`%%mlnb` and the configurable."
     mm = ipython.magics_manager
     for kind in ('line', 'cell'): mm.magics[kind].pop('mlnb', None)
     mm.registry.pop('MlnbMagics', None)
     ipython.configurables[:] = [c for c in ipython.configurables if not isinstance(c, MlnbMagics)]
+    ipython.ast_transformers[:] = [t for t in ipython.ast_transformers if not isinstance(t, BareMagicTransformer)]

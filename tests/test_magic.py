@@ -75,7 +75,10 @@ def test_in_a_real_kernel(tmp_path):
     nb.cells = [nbformat.v4.new_code_cell('%mlnb help'),  # before %load_ext: IPython's own one-line error
                 nbformat.v4.new_code_cell('%load_ext mlnb'),
                 nbformat.v4.new_code_cell(f'prj = %mlnb init {tmp_path}/k\nprint(prj.root)'),
-                nbformat.v4.new_code_cell(f'%mlnb init {tmp_path}/k/mlnb.toml')]
+                nbformat.v4.new_code_cell(f'%mlnb init {tmp_path}/k/mlnb.toml'),
+                nbformat.v4.new_code_cell(DRIFT_DATA),
+                nbformat.v4.new_code_cell('%mlnb drift ref cur'),  # a bare verb with a view: its result is shown once
+                nbformat.v4.new_code_cell('r = %mlnb drift ref cur\nr.drifted')]
     client = NotebookClient(nb, timeout=300, kernel_name='python3', allow_errors=True, resources={'metadata': {'path': str(tmp_path)}})
     client.execute()
     before = ''.join(o.get('text', '') for o in nb.cells[0].outputs)
@@ -83,6 +86,15 @@ def test_in_a_real_kernel(tmp_path):
     assert str(tmp_path/'k') in ''.join(o.get('text', '') for o in nb.cells[2].outputs)
     err = [o for o in nb.cells[3].outputs if o.output_type == 'error'][0]
     assert err.ename == 'ProjectError' and len(err.traceback) == 1 and 'is a file, not a folder' in err.traceback[0]
+    outs = [o for o in nb.cells[5].outputs if o.output_type != 'stream']  # (the drift alert is logged to stderr)
+    assert [o.output_type for o in outs] == ['display_data'], outs  # the view, and no Out[] repeating the result
+    data = outs[0]['data']
+    assert 'application/vnd.jupyter.widget-view+json' in data  # the live widget
+    assert "<table class='mlnb-table'>" in data['text/html'] and 'drifted' in data['text/html']  # its static fallback: the result
+    assert data['text/plain'].startswith('drift:'), data['text/plain']
+    outs = [o for o in nb.cells[6].outputs if o.output_type != 'stream']
+    assert [o.output_type for o in outs] == ['display_data', 'execute_result']
+    assert outs[1]['data']['text/plain'] == "['b']"  # `r = %mlnb drift …` bound the result
 
 def test_every_feature_module_imports_nothing_heavy():
     "`mlnb help` imports every feature module to list its verbs: none may import a heavy library at the top."
@@ -106,3 +118,44 @@ def test_arguments_resolve_from_the_namespace(ip):
         with pytest.raises(UsageError, match=r"no model named `clff` in the notebook \(hint: did you mean clf"):
             ip.run_line_magic('mlnb', 'probe-test clff')
     finally: VERBS.pop("probe-test", None)
+
+DRIFT_DATA = """
+import numpy as np, pandas as pd
+rng = np.random.default_rng(0)
+ref = pd.DataFrame({'a': rng.normal(size=300), 'b': rng.normal(size=300)})
+cur = ref.assign(b=ref.b + 1)
+"""
+
+def _displays(cap, mime='application/vnd.jupyter.widget-view+json'):
+    "The display publishes of `mime` captured by `capture_output`: (new displays, updates)."
+    outs = [o for o in cap.outputs if mime in o.data]
+    return [o for o in outs if not o.update], [o for o in outs if o.update]
+
+def test_a_view_shows_the_result_once(ip):
+    "A bare `%mlnb drift …` shows its result in the live view and not again as `Out[]`; `r = %mlnb drift …` binds it."
+    pytest.importorskip('ipywidgets')
+    from IPython.utils.capture import capture_output
+    from mlnb.monitor import DriftResult
+    ip.run_cell(DRIFT_DATA)
+    with capture_output() as cap: res = ip.run_cell('%mlnb drift ref cur')
+    assert res.success and res.result is None, res.result  # nothing went to the displayhook
+    assert 'Out[' not in cap.stdout
+    shown, updates = _displays(cap)
+    assert len(shown) == 1 and updates  # one view, updated in place to its final state
+    assert "<table class='mlnb-table'>" in updates[-1].data['text/html'] and updates[-1].data['text/plain'].startswith('drift:')
+
+    with capture_output() as cap: res = ip.run_cell('r = %mlnb drift ref cur')
+    assert res.success and isinstance(ip.user_ns['r'], DriftResult) and ip.user_ns['r'].drifted == ['b']
+    assert len(_displays(cap)[0]) == 1
+
+    res = ip.run_cell('%mlnb drift ref cur\nx = 1')  # not the last statement: unchanged
+    assert res.success and ip.user_ns['x'] == 1
+
+    with capture_output(): res = ip.run_cell('%mlnb config')  # no view: the result is the cell's output
+    assert res.success and type(res.result).__name__ == 'Settings'
+    ip.run_line_magic('config', 'MlnbMagics.widgets = False')
+    try:
+        with capture_output() as cap: res = ip.run_cell('%mlnb drift ref cur')  # widgets off: no view, so Out[] shows it
+        assert isinstance(res.result, DriftResult) and _displays(cap) == ([], [])
+    finally: ip.run_line_magic('config', 'MlnbMagics.widgets = True')
+    assert ip.run_line_magic('mlnb', 'drift ref cur').drifted == ['b']  # called from Python, the magic returns its result
