@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 from .core import MlnbError, atomic_write, emit, html_table, need, verb
 from .config import Project, find_project, setting
-from .quality import Finding, Findings, Profile, QualityError, check, profile, require_clean, text_table
 
 # %% auto #0
 __all__ = ['TABLE_KINDS', 'DataError', 'parse_spec', 'table_kind', 'read_table', 'profile_of', 'AddResult', 'add', 'DataStatus',
@@ -28,6 +27,15 @@ setting("data.push", True, "`mlnb data add` pushes the new version to the projec
 setting("data.profile_max_mb", 200, "Tables up to this size (MB) are profiled when added; larger ones when a profile is first asked for")
 
 TABLE_KINDS = {'.csv': 'csv', '.tsv': 'tsv', '.parquet': 'parquet', '.pq': 'parquet', '.jsonl': 'jsonl', '.ndjson': 'jsonl'}
+
+_FROM_QUALITY = ('Finding', 'Findings', 'Profile', 'QualityError', 'check', 'profile', 'require_clean')
+
+def __getattr__(name):
+    "`mlnb.data.check`, `.require_clean`, `.Profile`, ... are `mlnb.quality`'s, imported on first use (that notebook comes after this one)."
+    if name in _FROM_QUALITY:
+        from mlnb import quality
+        return getattr(quality, name)
+    raise AttributeError(f"module 'mlnb.data' has no attribute '{name}'")
 
 # %% ../nbs/20_data.ipynb #aff02004
 def parse_spec(spec:str, # `PATH` or `PATH@REV` (REV: a tag, branch or commit)
@@ -169,6 +177,7 @@ def profile_of(spec:str, # `PATH` or `PATH@REV` of a table
     _, rel = _rel(prj, path)
     out = _out_at(prj, rel, _resolve_rev(prj, rev)) if rev else None
     md5 = out['md5'] if out else None
+    from mlnb.quality import Profile, profile
     if md5 and _profile_path(prj, md5).exists():
         prof = Profile.from_json(_profile_path(prj, md5).read_text())
         prof.source = f"{rel}@{rev}"
@@ -214,18 +223,23 @@ def _size(n) -> str:
         if n < 1024 or u == 'TB': return f"{n:.0f} {u}" if u == 'B' else f"{n:.1f} {u}"
         n /= 1024
 
+def _ignore_rules(prj:Project, *rels:str) -> dict[str, str|None]:
+    "The `.gitignore` rule (`source:line:pattern`) that ignores each path, or None; one git call for all of them."
+    r = _git('check-ignore', '--stdin', '-z', '-v', '-n', cwd=prj.root, check=False, input=''.join(f"{x}\0" for x in rels))
+    f = r.stdout.split('\0')
+    return {f[i+3]: f"{f[i]}:{f[i+1]}:{f[i+2]}" if f[i] and not f[i+2].startswith('!') else None for i in range(0, len(f) - 3, 4)}
+
 def _check_addable(prj:Project, p:Path, rel:str):
     if not p.exists(): raise DataError(f"no such file or folder: {rel}", hint="check the path (it is relative to the current folder)")
     if rel.startswith('.mlnb/') or rel == '.mlnb' or rel.startswith('.git/') or rel.startswith('.dvc/'):
         raise DataError(f"{rel} is inside mlnb's, git's or DVC's own folder", hint="keep data elsewhere in the project, e.g. data/")
     tracked_by_dvc = (prj.root/f"{rel}.dvc").exists()
-    ign = _git('check-ignore', '-v', rel, cwd=prj.root, check=False)
-    rule = ign.stdout.strip().split('\t')[0] if ign.returncode == 0 else None
-    parent = Path(rel).parent.as_posix()
+    rules = _ignore_rules(prj, rel, f"{rel}.dvc")
+    rule, parent = rules.get(rel), Path(rel).parent.as_posix()
     dvc_rule = rule is not None and rule == f"{'' if parent == '.' else parent + '/'}.gitignore:{rule.split(':')[1]}:/{p.name}"
     if rule and not tracked_by_dvc and not dvc_rule:  # DVC's own entry (`/name` in the folder's .gitignore) is fine
         raise DataError(f"{rel} is ignored by git ({rule})", hint="remove that .gitignore rule so its .dvc file can be committed; DVC ignores the data itself")
-    if _git('check-ignore', '-q', f"{rel}.dvc", cwd=prj.root, check=False).returncode == 0:
+    if rules.get(f"{rel}.dvc"):
         raise DataError(f"{rel}.dvc would be ignored by git", hint="remove the .gitignore rule that matches it")
     if _git('ls-files', '--error-unmatch', rel, cwd=prj.root, check=False).returncode == 0:
         raise DataError(f"{rel} is tracked by git", hint=f"stop tracking it with git first: git rm -r --cached {rel}")
@@ -235,10 +249,12 @@ class _Snapshot:
     "The files `dvc add` and `git commit` may change, to put back on failure."
     def __init__(self, prj:Project, files:list[Path]):
         self.root = prj.root
-        idx = _git('rev-parse', '--git-path', 'index', cwd=self.root).stdout.strip()
+        r = _git('rev-parse', '-q', '--git-path', 'index', '--verify', 'HEAD', cwd=self.root, check=False)  # rc 1: no commit yet
+        idx, head = (r.stdout.splitlines() + [None])[:2]
+        if not idx: raise DataError("git cannot find the repository's index", hint="run `git status` in the project to see why")
         self.index = Path(idx) if os.path.isabs(idx) else self.root/idx
         self.files = {f: (f.read_bytes() if f.exists() else None) for f in files + [self.index]}
-        self.head = _head(self.root)
+        self.head = head or None
     def restore(self):
         if _head(self.root) != self.head:
             if self.head: _git('update-ref', 'HEAD', self.head, cwd=self.root, check=False)
@@ -248,6 +264,21 @@ class _Snapshot:
             elif not f.exists() or f.read_bytes() != data: atomic_write(f, data)
 
 # %% ../nbs/20_data.ipynb #0f6e798b
+def _push(repo, out, dvcfile:Path):
+    "Push one output's objects to its remote (the default one unless the `.dvc` file names another)."
+    remote = repo.cloud.get_remote(getattr(out, 'remote', None), 'push')
+    if remote.worktree or remote.fs.version_aware:
+        return repo.push([str(dvcfile)])
+    hi, objs = out.hash_info, {out.hash_info}
+    if hi.isdir:  # the manifest alone would be recorded as a complete folder: its files go with it
+        from dvc_data.hashfile.tree import Tree
+        tree = out.obj if isinstance(out.obj, Tree) else Tree.load(out.cache, hi)
+        objs |= {oid for _, _, oid in tree}
+    res = repo.cloud.push(objs, remote=getattr(out, 'remote', None))
+    if res.failed:
+        raise DataError(f"{len(res.failed)} of {len(objs)} objects were not uploaded to {remote.path}", hint="check the remote")
+
+# %% ../nbs/20_data.ipynb #75ce2cfa
 def add(path:str|Path, # A file or folder inside the project
         tag:str|None=None, # Tag the commit with this git tag (e.g. `v1`)
         message:str|None=None, # The commit (and tag) message
@@ -273,6 +304,7 @@ def add(path:str|Path, # A file or folder inside the project
     kind = table_kind(p) if p.is_file() else None
     prof = None
     if kind:  # a malformed table stops us here, before anything is written
+        from mlnb.quality import profile
         if p.stat().st_size <= prj.settings['data.profile_max_mb'] * 2**20: prof = profile(read_table(p, kind, rel), source=rel)
         else: _validate(p, rel, kind)
     dvcfile, gitignore = prj.root/f"{rel}.dvc", p.parent/'.gitignore'
@@ -288,7 +320,7 @@ def add(path:str|Path, # A file or folder inside the project
             pushed = False
             if push:
                 emit('data.add.step', msg=f"dvc push {rel}", path=rel)
-                try: repo.push([str(dvcfile)])
+                try: _push(repo, out, dvcfile)
                 except Exception as e:
                     raise DataError(f"dvc push of {rel} failed: {_dvc_msg(e)}",
                                     hint="check the default remote (`dvc remote list`), or add with push=False / data.push = false") from None
@@ -298,12 +330,11 @@ def add(path:str|Path, # A file or folder inside the project
         if commit:
             files = [dvcfile.relative_to(prj.root).as_posix()] + ([gitignore.relative_to(prj.root).as_posix()] if gitignore.exists() else [])
             _git('add', '--', *files, cwd=prj.root)
-            if _git('diff', '--cached', '--quiet', '--', *files, cwd=prj.root, check=False).returncode:
-                r = _git('commit', '-q', '-m', msg, '--', *files, cwd=prj.root, check=False)
-                if r.returncode:
-                    raise DataError(f"git commit failed: {(r.stderr or r.stdout).strip().splitlines()[-1] if (r.stderr or r.stdout).strip() else r.returncode}",
-                                    hint="fix what git reports (a hook, the identity), then add again")
-                emit('data.add.step', msg=f"committed {rel}.dvc", path=rel)
+            r = _git('commit', '-q', '-m', msg, '--', *files, cwd=prj.root, check=False)
+            if r.returncode == 0: emit('data.add.step', msg=f"committed {rel}.dvc", path=rel)
+            elif _git('diff', '--cached', '--quiet', '--', *files, cwd=prj.root, check=False).returncode:  # not just "nothing to commit"
+                raise DataError(f"git commit failed: {(r.stderr or r.stdout).strip().splitlines()[-1] if (r.stderr or r.stdout).strip() else r.returncode}",
+                                hint="fix what git reports (a hook, the identity), then add again")
             sha = _head(prj.root)
             if tag: _git('tag', '-a', tag, '-m', msg, cwd=prj.root)
         else: _git('add', '--', *[f.relative_to(prj.root).as_posix() for f in (dvcfile, gitignore) if f.exists()], cwd=prj.root)
@@ -329,17 +360,22 @@ class DataStatus:
         return not self.dvc and all(r['git'] == 'committed' for r in self.rows)
     def __str__(self):
         if not self.rows: return "no data tracked yet (`mlnb data add PATH`)"
+        from mlnb.quality import text_table
         return text_table(self.rows, ['path', 'state', 'git', 'md5', 'size'])
     __repr__ = __str__
     def _repr_html_(self):
         if not self.rows: return "<p>no data tracked yet (<code>%mlnb data add PATH</code>)</p>"
         return html_table(self.rows, ['path', 'state', 'git', 'md5', 'size'], caption="data status" + (" (clean)" if self.clean else ""))
 
-def _git_states(prj:Project) -> dict[str, str]:
-    "Git's view of `.dvc` files that are not simply committed: `untracked`, `staged`, `modified`."
-    r = _git('status', '--porcelain', '--untracked-files=all', '--', '*.dvc', cwd=prj.root, check=False)
+def _git_states(prj:Project):
+    "Start `git status` on the `.dvc` files; the returned function waits for it and gives those not simply committed: `untracked`, `staged`, `modified`."
+    proc = subprocess.Popen(['git', 'status', '--porcelain', '--untracked-files=all', '--', '*.dvc'], cwd=prj.root,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return lambda: _parse_git_states(proc.communicate()[0])
+
+def _parse_git_states(text:str) -> dict[str, str]:
     out = {}
-    for l in r.stdout.splitlines():
+    for l in text.splitlines():
         xy, f = l[:2], l[3:].strip().strip('"')
         out[f] = 'untracked' if xy == '??' else ('modified' if xy[1] != ' ' else 'staged')
     return out
@@ -348,9 +384,10 @@ def status(root:str|Path|None=None, # The project (default: the one at the curre
           ) -> DataStatus:
     "Every DVC-tracked path of the project, whether its data matches its `.dvc` file, and whether that file is committed."
     prj = find_project(root)
+    git_states = _git_states(prj)  # git runs while DVC works
     with _dvc_repo(prj) as repo:
         raw = repo.status()
-        gits = _git_states(prj)
+        gits = git_states()
         rows = []
         for stage in repo.index.stages:
             changes = {}
@@ -383,6 +420,7 @@ class DataLog(list):
         return [dict(rev=v.rev[:8] if v.rev != 'workspace' else v.rev, tag=', '.join(v.tags), date=v.date[:19].replace('T', ' '),
                      size=_size(v.size) + (f" ({v.nfiles} files)" if v.nfiles else ''), md5=v.md5[:12], message=v.message) for v in self]
     def __str__(self):
+        from mlnb.quality import text_table
         return f"{self.path}: no versions" if not self else text_table(self._rows(), ['rev', 'tag', 'date', 'size', 'md5', 'message'])
     __repr__ = __str__
     def _repr_html_(self): return html_table(self._rows(), ['rev', 'tag', 'date', 'size', 'md5', 'message'], caption=f"versions of {self.path}")
@@ -621,6 +659,7 @@ def _table_diff(d:DataDiff, A, B):
     d.columns_retyped = [(c, str(A[c].dtype), str(B[c].dtype)) for c in common if str(A[c].dtype) != str(B[c].dtype)]
     na, nb = _row_counts(A, common), _row_counts(B, common)
     d.rows_added, d.rows_removed = sum((nb - na).values()), sum((na - nb).values())
+    from mlnb.quality import profile
     pa, pb = profile(A), profile(B)
     for c in common:
         for s in _DIFF_STATS:
@@ -710,4 +749,5 @@ def _data_verb(args, ctx):
         against = args.against
         if against.endswith('.json') and '@' not in against and os.path.exists(against):
             against = json.loads(Path(against).read_text())
+        from mlnb.quality import require_clean
         return require_clean(load(args.spec), against, label=args.label)

@@ -322,3 +322,48 @@ def test_auto_commit_setting(prj):
     assert git('status', '--porcelain', 'data', cwd=prj.root).split('\n')[:2] == ['A  data/.gitignore', 'A  data/train.csv.dvc']
     assert not git('rev-parse', '-q', '--verify', 'HEAD', cwd=prj.root)
     with pytest.raises(DataError, match='--tag needs a commit'): add('data/train.csv', tag='v1', commit=False)
+
+# ---------------------------------------------------------------- push of a folder version, git-ignore rules, import order
+
+def test_added_folder_is_complete_on_the_remote_for_dvcs_own_clients(prj):
+    "add pushes only the new version's objects (not the whole workspace index): every file of the folder must be there."
+    from mlnb.data import add, load
+    imgs = prj.root/'data/images'; (imgs/'sub').mkdir(parents=True)
+    content = {f'{i}.bin': os.urandom(100 + i) for i in range(30)} | {'sub/x.txt': b'nested'}
+    for k, v in content.items(): (imgs/k).write_bytes(v)
+    r = add('data/images', tag='f1')
+    assert r.pushed and r.nfiles == 31
+    remote = prj.root/'.mlnb/dvc-remote/files/md5'
+    objs = {p.parent.name + p.name for p in remote.rglob('*') if p.is_file()}
+    assert {hashlib.md5(v).hexdigest() for v in content.values()} | {r.md5} <= objs
+    # DVC's own CLI sees nothing missing on the remote, and a clone without the cache pulls the folder back
+    ds = dvc('status', '--cloud', '--json', cwd=prj.root)
+    assert ds.returncode == 0 and json.loads(ds.stdout or '{}') == {}, ds.stdout + ds.stderr
+    shutil.rmtree(prj.root/'.dvc/cache'); shutil.rmtree(imgs)
+    site = prj.root/'.dvc/tmp'; shutil.rmtree(site, ignore_errors=True)
+    pulled = dvc('pull', 'data/images.dvc', cwd=prj.root)
+    assert pulled.returncode == 0, pulled.stderr
+    assert {k: (imgs/k).read_bytes() for k in content} == content
+    shutil.rmtree(prj.root/'.dvc/cache')
+    old = load('data/images@f1')  # mlnb's own loader fetches from the remote too
+    assert (old/'sub/x.txt').read_bytes() == b'nested' and len([p for p in old.rglob('*') if p.is_file()]) == 31
+
+def test_gitignore_rules_and_negations(prj):
+    from mlnb.data import add, DataError
+    (prj.root/'.gitignore').write_text((prj.root/'.gitignore').read_text() + 'scratch*.csv\n!scratch-keep.csv\nweird/*.dvc\n')
+    git('add', '.gitignore', cwd=prj.root); git('commit', '-q', '-m', 'ignore rules', cwd=prj.root)
+    table().to_csv(prj.root/'data/scratch-keep.csv', index=False); table().to_csv(prj.root/'data/scratch-drop.csv', index=False)
+    assert add('data/scratch-keep.csv').commit  # re-included by the negated rule
+    with pytest.raises(DataError, match=r"data/scratch-drop.csv is ignored by git \(.gitignore:\d+:scratch\*.csv\)"): add('data/scratch-drop.csv')
+    (prj.root/'weird').mkdir(); (prj.root/'weird/a.bin').write_bytes(b'x')
+    with pytest.raises(DataError, match=r"weird/a.bin.dvc would be ignored by git"): add('weird/a.bin')
+    # a second add of unchanged data commits nothing and says so
+    r = add('data/scratch-keep.csv')
+    assert not r.changed and r.commit == git('rev-parse', 'HEAD', cwd=prj.root).strip()
+
+def test_data_module_does_not_import_quality_at_import_time():
+    code = ("import sys, mlnb.data; assert 'mlnb.quality' not in sys.modules, 'imported early'; "
+            "from mlnb.data import check, require_clean, Profile; import mlnb.quality as q; assert check is q.check and Profile is q.Profile; "
+            "assert not any(m in sys.modules for m in ('dvc', 'pandas', 'mlflow', 'torch')), 'heavy import'")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env={**os.environ, **ENV})
+    assert r.returncode == 0, r.stderr
