@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from .core import MlnbError, MlnbUsageError, emit, html_table, need, verb
+from .config import Project, find_project, setting
 
 # %% auto #0
 __all__ = ['QUANTIZE_MODES', 'QuantizeError', 'quantize_model', 'ScoringError', 'PredictResult', 'predict_file', 'QuantizeReport',
@@ -76,8 +77,6 @@ def quantize_model(model, # A torch `nn.Module`, an MLflow pyfunc model (pytorch
     return out
 
 # %% ../nbs/71_scoring.ipynb #185075ef
-from .config import Project, find_project, setting
-
 setting("predict.chunk_size", 10000, "Rows per chunk of `mlnb predict`: each chunk is scored and saved on its own, so a re-run resumes after the last one saved")
 setting("predict.max_batch", 1024, "Most rows `mlnb predict` sends to the model in one call")
 
