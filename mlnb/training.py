@@ -187,14 +187,33 @@ def _to(b, dev):
 # %% ../nbs/30_training.ipynb #7d5a3ff7
 class EpochSampler:
     "Indices `0..n-1`, shuffled by `(seed, epoch)` so a resumed epoch sees the same order."
-    def __init__(self, n:int, seed:int=0, shuffle:bool=True): self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+    def __init__(self,
+                 n:int, # How many samples
+                 seed:int=0, # With the epoch, seeds the order
+                 shuffle:bool=True, # Shuffle (else `0..n-1` in order)
+                ): self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
     def set_epoch(self, e): self.epoch = e
     def __len__(self): return self.n
-    def __iter__(self):
+    def order(self):
+        "This epoch's indices as one int64 tensor."
         torch = need('torch')
-        if not self.shuffle: return iter(range(self.n))
+        if not self.shuffle: return torch.arange(self.n)
         g = torch.Generator(); g.manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        return torch.randperm(self.n, generator=g)
+    def __iter__(self): return iter(self.order().tolist())
+
+def _tensors(ds) -> list:
+    return list(ds.tensors.values()) if isinstance(ds.tensors, dict) else list(ds.tensors)
+
+def _direct_batches(ds, batch_size, order, start:int=0):
+    "Batches of an in-memory `TensorData`/`DictData` in `order` from batch `start`: the plain loop's indexing, no `DataLoader`."
+    ts = _tensors(ds)
+    order = order.to(ts[0].device)
+    keys = list(ds.tensors) if isinstance(ds.tensors, dict) else None
+    for i in range(start * batch_size, len(order), batch_size):
+        idx = order[i:i + batch_size]
+        b = [t[idx] for t in ts]
+        yield dict(zip(keys, b)) if keys else tuple(b)
 
 def _loader(ds, batch_size, shuffle=True, seed=0, pin=False, workers=0, collate=None):
     from torch.utils.data import DataLoader
@@ -348,9 +367,15 @@ def set_rng_state(st:dict):
 # %% ../nbs/30_training.ipynb #b58e5f83
 class RunLog:
     "An MLflow run that `train` logs into: buffered metrics, params, tags and its end."
-    def __init__(self, project, experiment:str|None=None, name:str|None=None, run_id:str|None=None):
+    def __init__(self,
+                 project, # The `Project` whose tracking store holds the run
+                 experiment:str|None=None, # MLflow experiment (default: the project's)
+                 name:str|None=None, # The run's name
+                 run_id:str|None=None, # Reopen this run (a resumed call) instead of starting one
+                ):
         from mlflow import MlflowClient
         from mlnb import track
+        self.lineage = getattr(track.active_run(), '_lineage', None)  # the run's lineage recorder thread, if any
         self.project, self.uri = project, project.tracking_uri
         self.client, self.owned, self.run = MlflowClient(self.uri), True, None
         self.last, self.history = {}, {}
@@ -367,7 +392,7 @@ class RunLog:
                 self.last[k] = max((m.step for m in self.client.get_metric_history(run_id, k)), default=-1)
         else:
             self.run = track.Run(experiment, name, project=project).start()
-            run_id = self.run.id
+            run_id, self.lineage = self.run.id, getattr(self.run, '_lineage', None)
         self.run_id = run_id
         from mlnb.logger import buffer
         self.buf = buffer()
@@ -398,6 +423,12 @@ class RunLog:
         for k, v in ts.items(): self.client.set_tag(self.run_id, k, str(v))
 
     def flush(self): self.buf.flush()
+
+    def settle(self, timeout:float=120.0, # Seconds to wait at most
+              ):
+        "Wait until the run's lineage (git, pip freeze, artifacts) is recorded, so it never competes with the loop for the GIL."
+        t = self.lineage
+        if t is not None and t.is_alive(): t.join(timeout)
 
     def end(self, status:str='FINISHED'):
         "Flush and close the run (unless it is the user's own)."
@@ -524,6 +555,12 @@ def _on_device(ds, dev):
     if isinstance(ds.tensors, dict): return DictData(**{k: v.to(dev) for k, v in ds.tensors.items()})
     return TensorData(*(t.to(dev) for t in ds.tensors))
 
+class _StepLine(tuple):
+    "The text of a `train.step` event, formatted only when a renderer shows it (most steps nobody does)."
+    def __str__(self):
+        s, total, ep, lv, sps, eta = self
+        return f"step {s}/{total} epoch {ep} loss {lv:.4f} {sps:,.0f} samples/s" + (f" eta {eta:.0f}s" if eta is not None else "")
+
 def _reset_accelerate():
     from accelerate.state import AcceleratorState, GradientState
     AcceleratorState._reset_state(True); GradientState._reset_state()
@@ -566,11 +603,15 @@ def _fit(model, train_ds, val_ds, c:dict, project, distributed:bool=False) -> di
     if dev == 'cuda' and getattr(train_ds, 'batched', False) and _nbytes(train_ds) < c['gpu_data_bytes']:
         train_ds, pin = _on_device(train_ds, acc.device), False  # in-memory data goes to the GPU once: no copies per step
     workers = c['workers'] if c['workers'] is not None else (min(8, max(1, (os.cpu_count() or 2) // 2)) if dev == 'cuda' else 0)
+    # in-memory tensors already where the model is: batches are cut by indexing, as a hand-written loop does, with no
+    # DataLoader (and no Accelerate loader wrapper) between; under DDP, Accelerate's loader shards the batches
+    direct = not distributed and getattr(train_ds, 'batched', False) and _tensors(train_ds)[0].device.type == dev
     train_dl = _loader(train_ds, c['batch_size'], True, c['seed'], pin, workers)
     val_dl = _loader(val_ds, c['eval_batch_size'] or max(c['batch_size'], 256), False, pin=dev == 'cuda') if val_ds is not None else None
     sampler = getattr(train_dl, 'sampler', None)
     k = c['grad_accum']
-    steps_per_epoch = math.ceil(len(train_dl) / k)
+    n_batches = len(train_dl)
+    steps_per_epoch = math.ceil(n_batches / k)
     total = steps_per_epoch * c['epochs']
     raw = model
     # resume: the checkpoint must fit the model before anything runs
@@ -582,7 +623,8 @@ def _fit(model, train_ds, val_ds, c:dict, project, distributed:bool=False) -> di
     if ck: raw.load_state_dict(ck['model'])
     opt = _optimizer(c['optimizer'], raw.parameters(), c['lr'])
     sched = _scheduler(c['scheduler'], opt, total)
-    model, opt, train_dl = acc.prepare(raw, opt, train_dl)
+    if direct: model, opt = acc.prepare(raw, opt)
+    else: model, opt, train_dl = acc.prepare(raw, opt, train_dl)
     if hasattr(raw, '_original_forward'): raw.forward = raw._original_forward  # autocast around the step instead (below):
     # a forward wrapped by Accelerate costs host time per call and breaks `torch.compile`'s graph
     fwd = torch.compile(model) if c['compile'] else model
@@ -615,6 +657,7 @@ def _fit(model, train_ds, val_ds, c:dict, project, distributed:bool=False) -> di
     emit('train.start', epochs=c['epochs'], total=total, step=step, device=dev, precision=c['precision'], run_id=run_id,
          resumed=bool(ck), msg=f"{type(raw).__name__} on {dev} ({c['precision']}), {total} steps" + (f", resuming at step {step}" if ck else "") + (f", run {run_id}" if run_id else ""))
 
+    if log: log.settle()  # the run's lineage (git, pip freeze, artifacts) is written before the first step, not beside it
     st = dict(pending=None, t0=time.perf_counter(), s0=step, samples=0, warm=None, paused=0.0, ckpt_s=0.0)  # paused: checkpoints, validation
     warm_at = step + min(5, max(1, (total - step) // 10))
     lag = dev == 'cuda'  # read each loss one step late there, so the host never waits for the step it just queued
@@ -632,7 +675,7 @@ def _fit(model, train_ds, val_ds, c:dict, project, distributed:bool=False) -> di
             if lr_ != st.get('lr'): st['lr'] = lr_; log.log(s, loss=lv, lr=lr_)  # the rate when it changes: half the rows
             else: log.log(s, loss=lv)
         emit('train.step', tick=True, step=s, total=total, epoch=ep + 1, loss=lv, lr=lr_, samples_per_s=sps, eta_s=eta,
-             msg=f"step {s}/{total} epoch {ep + 1} loss {lv:.4f} {sps:,.0f} samples/s" + (f" eta {eta:.0f}s" if eta is not None else ""))
+             msg=_StepLine((s, total, ep + 1, lv, sps, eta)))
 
     def checkpoint(epoch, bpos):
         resolve()
@@ -652,34 +695,40 @@ def _fit(model, train_ds, val_ds, c:dict, project, distributed:bool=False) -> di
         with _SigintStops():
             for epoch in range(start_epoch, c['epochs']):
                 skip = pos if epoch == start_epoch else 0
-                dl = acc.skip_first_batches(train_dl, skip) if skip else train_dl
                 if hasattr(sampler, 'set_epoch'): sampler.set_epoch(epoch)
-                if hasattr(dl, 'set_epoch'): dl.set_epoch(epoch)  # Accelerate's loaders reset the sampler's epoch to their own count
+                if direct: dl = _direct_batches(train_ds, c['batch_size'], sampler.order(), skip)
+                else:
+                    dl = acc.skip_first_batches(train_dl, skip) if skip else train_dl
+                    if hasattr(dl, 'set_epoch'): dl.set_epoch(epoch)  # Accelerate's loaders reset the sampler's epoch to their own count
                 ep_sum, ep_n, acc_loss, micro, bi = torch.zeros((), device=acc.device), 0, None, 0, skip
+                per = acc.num_processes if distributed else 1
                 model.train()
                 for batch in dl:
-                    with (acc.accumulate(model) if k > 1 else nullcontext()):
-                        x, y = _split(batch)
+                    # the hot path: forward, backward, the optimizer; nothing per step that a plain loop does not do,
+                    # but for one detached loss kept on the device and a few counters
+                    x, y = _split(batch)
+                    with (acc.accumulate(model) if k > 1 and not direct else nullcontext()):
                         with autocast():
                             out = _forward(fwd, x)
                             loss = out.loss if lossf is None else lossf(out, y)
                         lb = loss / k if k > 1 else loss
                         if scaler is not None: scaler.scale(lb).backward()
                         else: lb.backward()
-                        if acc.sync_gradients:
+                        sync = k == 1 or (micro + 1 == k or bi + 1 == n_batches if direct else acc.sync_gradients)
+                        if sync:
                             if c['clip']: acc.clip_grad_norm_(model.parameters(), c['clip'])
                             if scaler is not None: scaler.step(inner); scaler.update()
                             else: inner.step()
                             inner.zero_grad(set_to_none=True)
-                    bi += 1; micro += 1; st['samples'] += len(y) * acc.num_processes if distributed else len(y)
+                    bi += 1; micro += 1; st['samples'] += len(y) * per
                     ld = loss.detach()
                     acc_loss = ld if acc_loss is None else acc_loss + ld
-                    if acc.sync_gradients:
+                    if sync:
                         if sched is not None: sched.step()
                         step += 1
                         ep_sum += acc_loss; ep_n += micro
                         resolve()
-                        st['pending'] = (step, acc_loss / micro, opt.param_groups[0]['lr'], epoch)
+                        st['pending'] = (step, acc_loss / micro if micro > 1 else acc_loss, inner.param_groups[0]['lr'], epoch)
                         if not lag: resolve()
                         acc_loss, micro = None, 0
                         if step == warm_at: _sync(dev); st['warm'] = (time.perf_counter(), st['samples'], st['paused'])
