@@ -6,18 +6,27 @@ ratio = how many times better mlnb is. Medians of several repeats; the two sides
   over 10,000 calls inside an open run (the time of the calls only). Target ratio >= 50.
 - "end-to-end vs mlflow sync": metrics/s from the first of 10,000 calls until all are durably stored (mlnb: until the
   `with mlnb.run()` block has closed, which flushes; mlflow: the synchronous calls). Target ratio >= 20.
-- "loop overhead": a small torch training loop (MLP 64-256-256-1, batch 256, 500 steps, one torch thread so that
-  the measure does not depend on OpenMP contention) logging its loss tensor every step inside an open run (background
-  flushes included; the final flush, a run-end cost, is done after the timing) vs the same loop without logging;
-  2*REPEATS+1 pairs, alternating which goes first; ratio = time without / time with. Target >= 0.98.
-Run: `python benchmarks/logging.py [REPEATS [E2E_REPEATS]]` (defaults 5 and 3). mlflow's synchronous side dominates the
-time: 10,000 synchronous calls take 30 s on an idle machine, minutes on a loaded one.
+- "loop overhead": a small torch training loop (MLP 64-256-256-1, batch 64, STEPS steps, one torch thread so that the
+  measure does not depend on OpenMP contention) logging its loss tensor (no `.item()`) every step inside an open run,
+  vs the same loop without logging. 4*REPEATS+1 pairs of loops, alternating which goes first; ratio = the median over
+  pairs of (time without / time with), so that load that changes between pairs cancels; "spread" is the
+  interquartile range of those paired ratios (what one pair is worth on this machine). Background flushes happen
+  inside the logged loop's time; the last flush of each logged loop (what a run's end costs) is done after its
+  timing, so no logging work spills into the next loop. Target >= 0.98. Also printed, for a loaded machine where
+  wall time is noisy: "cpu_ratio", the same median of paired ratios over this process's CPU time (the hot path and
+  the flush thread), "writer_cpu", the writer process's CPU time as a fraction of the logged loop's (MLflow's ORM
+  work, done in parallel: on another core when there is one), and "log_us", the µs one `mlnb.log(loss=loss, step=i)`
+  takes inside the loop (each call timed, less the cost of timing an empty call).
+Run: `python benchmarks/logging.py [REPEATS [E2E_REPEATS]] [CASE ...]` (defaults 5 and 3; CASE: per-call, end-to-end,
+loop; default all). mlflow's synchronous side dominates the time: 10,000 synchronous calls take 30 s on an idle
+machine, minutes on a loaded one.
 """
 import os, sys
 # this file is named like the stdlib module: keep its folder off the import path so `import logging` finds the stdlib
 _here = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or '.') != _here]
 import json, logging, statistics, tempfile, time
+STEPS = 500
 from pathlib import Path
 
 N = 10_000
@@ -83,54 +92,76 @@ def make_loop():
     model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256), torch.nn.ReLU(),
                                 torch.nn.Linear(256, 1))
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    X, y = torch.randn(256, 64), torch.randn(256, 1)
+    X, y = torch.randn(64, 64), torch.randn(64, 1)
     def loop(steps, log=None):
-        t = time.perf_counter()
+        "(wall seconds, this process's CPU seconds) of `steps` training steps, logging the loss tensor when `log`."
+        t, c = time.perf_counter(), time.process_time()
         for i in range(steps):
             opt.zero_grad()
             loss = torch.nn.functional.mse_loss(model(X), y)
             loss.backward(); opt.step()
             if log is not None: log(loss=loss, step=i)
-        return time.perf_counter() - t
+        return time.perf_counter() - t, time.process_time() - c
     return loop
 
-def loop_case(pairs, steps=500):
-    """Median times of `pairs` loops without and with logging, alternating which goes first. The run stays open; the
-    background flushes during a logging loop are inside its time, the last flush (what a run's end costs) is done after
-    the timing and before the next loop, so no logging work spills into a loop without logging."""
-    import mlnb
+def loop_case(pairs, steps=STEPS):
+    """Medians over `pairs` pairs of loops without and with logging (alternating which goes first) of: wall time, the
+    paired ratio of wall times, the paired ratio of this process's CPU times, and the writer's share of CPU."""
+    import mlnb, psutil
     loop = make_loop()
-    loop(50)  # warm up
-    without, with_ = [], []
+    loop(100); loop(100, None)  # warm up
+    walls, ratios, cpu_ratios, writer = ([], []), [], [], []
     with mlnb_run('loop') as r:
+        w = psutil.Process(r._buf._proc.pid)
+        def wcpu(): t = w.cpu_times(); return t.user + t.system
+        loop(100, mlnb.log); r.flush()  # warm: the first tensors, the writer's first batch
         def logged():
+            c0 = wcpu()
             dt = loop(steps, mlnb.log)
-            r.flush()
+            r.flush()  # the end of the run: after the timing, before the next loop
+            writer.append((wcpu() - c0) / dt[1])
             return dt
         for k in range(pairs):
-            if k % 2: with_.append(logged()); without.append(loop(steps))
-            else: without.append(loop(steps)); with_.append(logged())
-    return statistics.median(without), statistics.median(with_)
+            if k % 2: b = logged(); a = loop(steps)
+            else: a = loop(steps); b = logged()
+            walls[0].append(a[0]); walls[1].append(b[0])
+            ratios.append(a[0] / b[0]); cpu_ratios.append(a[1] / b[1])
+        # the hot path alone, timed call by call inside the loop (cold caches after each step), less the timer's cost
+        def timed(fn, acc):
+            def call(**kw): t = time.perf_counter(); fn(**kw); acc[0] += time.perf_counter() - t
+            return call
+        inlog, empty = [0.0], [0.0]
+        for _ in range(3):
+            loop(steps, timed(mlnb.log, inlog)); loop(steps, timed(lambda **kw: None, empty)); r.flush()
+        log_us = (inlog[0] - empty[0]) / (3 * steps) * 1e6
+    med = statistics.median
+    q = statistics.quantiles(ratios, n=4)
+    return med(walls[0]), med(walls[1]), med(ratios), med(cpu_ratios), med(writer), q[2] - q[0], log_us
 
-def line(case, m, p, unit, ratio):
+def line(case, m, p, unit, ratio, **extra):
     print(json.dumps({"bench": "logging", "case": case, "mlnb": round(m, 3), "peer": round(p, 3), "unit": unit,
-                      "ratio": round(ratio, 2)}), flush=True)
+                      "ratio": round(ratio, 3), **{k: round(v, 3) for k, v in extra.items()}}), flush=True)
 
-def main(repeats=5, e2e_repeats=3):
+def main(repeats=5, e2e_repeats=3, cases=('per-call', 'end-to-end', 'loop')):
     setup()
-    per_call_mlnb(); per_call_mlflow()  # warm: imports, the writer process, the async logging queue
-    m, p = [], []
-    for _ in range(repeats): m.append(per_call_mlnb()); p.append(per_call_mlflow())
-    mm, pm = statistics.median(m), statistics.median(p)
-    line("per-call vs mlflow async", mm, pm, "us/call", pm / mm)
+    if 'per-call' in cases:
+        per_call_mlnb(); per_call_mlflow()  # warm: imports, the writer process, the async logging queue
+        m, p = [], []
+        for _ in range(repeats): m.append(per_call_mlnb()); p.append(per_call_mlflow())
+        mm, pm = statistics.median(m), statistics.median(p)
+        line("per-call vs mlflow async", mm, pm, "us/call", pm / mm)
 
-    m, p = [], []
-    for _ in range(e2e_repeats): m.append(e2e_mlnb()); p.append(e2e_mlflow())
-    mm, pm = statistics.median(m), statistics.median(p)
-    line("end-to-end vs mlflow sync", mm, pm, "metrics/s", mm / pm)
+    if 'end-to-end' in cases:
+        m, p = [], []
+        for _ in range(e2e_repeats): m.append(e2e_mlnb()); p.append(e2e_mlflow())
+        mm, pm = statistics.median(m), statistics.median(p)
+        line("end-to-end vs mlflow sync", mm, pm, "metrics/s", mm / pm)
 
-    wo, w = loop_case(2 * repeats + 1)
-    line("loop overhead", w, wo, "s per 500 steps (mlnb: logging the loss every step; peer: the same loop, no logging)", wo / w)
+    if 'loop' in cases:
+        wo, w, ratio, cpu_ratio, writer, spread, log_us = loop_case(4 * repeats + 1)
+        line("loop overhead", w, wo, f"s per {STEPS} steps (mlnb: logging the loss tensor every step; peer: the same loop, no logging)",
+             ratio, spread=spread, cpu_ratio=cpu_ratio, writer_cpu=writer, log_us=log_us)
 
 if __name__ == '__main__':
-    main(*[int(a) for a in sys.argv[1:3]])
+    nums, names = [int(a) for a in sys.argv[1:] if a.isdigit()], [a for a in sys.argv[1:] if not a.isdigit()]
+    main(*nums[:2], **({'cases': names} if names else {}))
