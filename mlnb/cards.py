@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from .core import MlnbError, MlnbUsageError, emit, need, verb
 from .config import setting
+from .project import starter_file
 
 # %% auto #0
 __all__ = ['TEMPLATE', 'CardError', 'gather', 'ModelCard', 'render', 'card']
@@ -103,6 +104,8 @@ TEMPLATE = """# Model card: {{ title }}
 {% endfor %}{% else %}_Not registered._
 {% endif %}
 """
+
+starter_file("card.template", lambda: TEMPLATE)
 
 # %% ../nbs/52_cards.ipynb #25953d28
 def _ts(ms):

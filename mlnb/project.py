@@ -8,11 +8,12 @@ Docs: https://mlnb.github.io/mlnb/project.html.md"""
 from __future__ import annotations
 import json, logging, os, shutil, subprocess, sys, tempfile
 from pathlib import Path
+from typing import Callable
 from .core import MlnbError, ProjectError, atomic_write, emit, need
 from .config import SETTINGS, PROJECT_FILE, Project, load_settings, read_toml
 
 # %% auto #0
-__all__ = ['toml_value', 'default_toml', 'git_root', 'dvc_root', 'init']
+__all__ = ['STARTER_FILES', 'toml_value', 'default_toml', 'git_root', 'dvc_root', 'starter_file', 'init']
 
 # %% ../nbs/02_project.ipynb #4efa74dc
 def toml_value(v, # A string, number, boolean, or a list of those
@@ -64,6 +65,26 @@ def _check_writable(p:Path):
     except OSError as e:
         raise ProjectError(f"cannot write to {q}: {e.strerror or e}", hint="choose a folder you can write to, or fix its permissions") from None
 
+# %% ../nbs/02_project.ipynb #ab3f1637
+STARTER_FILES: dict[str, Callable[[], str]] = {}
+
+def starter_file(setting_name:str, # The setting holding the file's path, relative to the project root (e.g. `card.template`)
+                 text:Callable[[], str], # Returns the file's first text (called only when `init` writes it)
+                ):
+    "Have `init` lay a file that users edit into the project, at the path of setting `setting_name`, when it is missing."
+    STARTER_FILES[setting_name] = text
+
+def _lay_starter_files(prj:Project, step):
+    for name, text in STARTER_FILES.items():
+        if name not in prj.settings: continue  # its module declares the setting; nothing to lay without it
+        f = prj.path(prj.settings[name])
+        if f.exists(): continue
+        f.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(f, text())
+        rel = f.relative_to(prj.root) if f.is_relative_to(prj.root) else f
+        if f.is_relative_to(prj.root): _git('add', str(rel), cwd=prj.root)
+        step(f"wrote {rel} (setting {name}), yours to edit")
+
 # %% ../nbs/02_project.ipynb #6ef344b4
 def init(path:str|Path=".", # The project folder (created if missing)
         ) -> Project:
@@ -92,6 +113,7 @@ def init(path:str|Path=".", # The project folder (created if missing)
               Path(prj.optuna_storage).parent if '://' not in prj.optuna_storage else None, prj.path(prj.settings['runs.dir'])):
         if d is not None and not d.exists(): d.mkdir(parents=True); step(f"created {d.relative_to(p) if d.is_relative_to(p) else d}")
     _ensure_gitignore(p, ['.mlnb/'], step)
+    _lay_starter_files(prj, step)
     _ensure_dvc(prj, top, step)
     _ensure_mlflow_store(prj, step)
     emit('init.done', msg=f"project ready at {p}", path=str(p))
