@@ -12,9 +12,23 @@ from typing import Any
 from .core import need
 from .config import Project, find_project
 
+try: import orjson as _orjson  # fast JSON when installed (the prediction log and the server's hot path)
+except ImportError: _orjson = None
+
+def dumps_bytes(obj) -> bytes:
+    "`obj` as compact JSON bytes: orjson when installed (numpy values included), else the standard library."
+    if _orjson is not None:
+        try: return _orjson.dumps(obj, default=str, option=_orjson.OPT_SERIALIZE_NUMPY | _orjson.OPT_NON_STR_KEYS)
+        except (TypeError, _orjson.JSONEncodeError): pass  # e.g. an int over 64 bits, NaN-free standard path below
+    return json.dumps(obj, default=str, separators=(',', ':')).encode()
+
+def loads_bytes(data:bytes|str):
+    "Parse JSON: orjson when installed, else the standard library (both raise `ValueError` on bad JSON)."
+    return _orjson.loads(data) if _orjson is not None else json.loads(data)
+
 # %% auto #0
-__all__ = ['Batcher', 'LRUCache', 'PredictionLog', 'served_path', 'served_log', 'feedback_path', 'add_feedback',
-           'served_performance']
+__all__ = ['dumps_bytes', 'loads_bytes', 'Batcher', 'LRUCache', 'PredictionLog', 'served_path', 'served_log', 'feedback_path',
+           'add_feedback', 'served_performance', 'performance']
 
 # %% ../nbs/69_batching.ipynb #399f3823
 class Batcher:
@@ -83,7 +97,8 @@ class Batcher:
 # %% ../nbs/69_batching.ipynb #dbedaef4
 class LRUCache:
     "A bounded mapping, least recently used out first; thread-safe."
-    def __init__(self, size:int): self.size, self._d, self._lock, self.hits = size, collections.OrderedDict(), threading.Lock(), 0
+    def __init__(self, size:int, # Most entries kept
+                ): self.size, self._d, self._lock, self.hits = size, collections.OrderedDict(), threading.Lock(), 0
     def get(self, key):
         with self._lock:
             if key in self._d: self._d.move_to_end(key); self.hits += 1; return self._d[key]
@@ -95,7 +110,10 @@ class LRUCache:
 
 class PredictionLog:
     "Rows appended in batches by a background thread to `path` (JSON lines), rolled over past `max_bytes`."
-    def __init__(self, path:str|Path, max_bytes:int=64 << 20, flush_s:float=0.2):
+    def __init__(self, path:str|Path, # The JSON-lines file
+                 max_bytes:int=64 << 20, # Size at which `path` rolls over to `path.1`
+                 flush_s:float=0.2, # Seconds between two appends by the writer thread
+                ):
         self.path, self.max_bytes, self.flush_s = Path(path), max_bytes, flush_s
         self._buf, self._lock, self._stop = [], threading.Lock(), threading.Event()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,7 +123,7 @@ class PredictionLog:
     def flush(self):
         with self._lock: rows, self._buf = self._buf, []
         if not rows: return
-        lines = [(json.dumps(r, default=str) + '\n').encode() for r in rows]
+        lines = [dumps_bytes(r) + b'\n' for r in rows]
         size = self.path.stat().st_size if self.path.exists() else 0
         while lines:
             k, n = 0, size
@@ -119,14 +137,18 @@ class PredictionLog:
     def close(self):
         self._stop.set(); self._thread.join(5); self.flush()
 
-def served_path(prj:Project, name:str) -> Path:
+def served_path(prj:Project, # The project
+                name:str, # The served model
+               ) -> Path:
     "Where the prediction log of model `name` is."
     return prj.dir/'served'/f"{name}.jsonl"
 
 def served_log(name:str|None=None, # The served model (default: every model with a log)
-               *, project=None, with_rolled:bool=True, # Include the rolled-over `.1` file
+               *, project=None, # The project (default: the one at or above the current folder)
+               with_rolled:bool=True, # Include the rolled-over `.1` file
+               shadow:bool=False, # Include the challenger's shadow predictions (never sent to a client)
               ):
-    "The prediction log as a DataFrame: one column per input feature, `prediction`, `version`, `id`, `time`, `latency_ms`."
+    "The prediction log as a DataFrame: one column per input feature, `prediction`, `version`, `id`, `time`, `latency_ms` (and `shadow` when asked for)."
     pd = need('pandas')
     prj = find_project(project)
     d = prj.dir/'served'
@@ -135,9 +157,11 @@ def served_log(name:str|None=None, # The served model (default: every model with
     for f in files:
         for g in ([f.with_name(f.name + '.1')] if with_rolled else []) + [f]:
             if g.exists(): rows += [json.loads(l) for l in g.read_text().splitlines() if l.strip()]
+    if not shadow: rows = [r for r in rows if not r.get('shadow')]
     if not rows: return pd.DataFrame()
     inp = [r['input'] if isinstance(r['input'], dict) else {f"x{i}": v for i, v in enumerate(r['input'] if isinstance(r['input'], list) else [r['input']])} for r in rows]
-    meta = pd.DataFrame([{k: r.get(k) for k in ('id', 'time', 'model', 'version', 'latency_ms')} | {'prediction': r['output']} for r in rows])
+    meta = pd.DataFrame([{k: r.get(k) for k in ('id', 'time', 'model', 'version', 'latency_ms')} | {'prediction': r['output']} |
+                         ({'shadow': bool(r.get('shadow'))} if shadow else {}) for r in rows])
     df = pd.concat([pd.DataFrame(inp), meta], axis=1)
     labels = {}
     for m in df.model.unique():
@@ -149,11 +173,16 @@ def served_log(name:str|None=None, # The served model (default: every model with
 # %% ../nbs/69_batching.ipynb #1000b13f
 _FEEDBACK_LOCK = threading.Lock()
 
-def feedback_path(prj:Project, name:str) -> Path:
+def feedback_path(prj:Project, # The project
+                  name:str, # The served model
+                 ) -> Path:
     "Where the ground-truth labels sent for model `name` are kept."
     return prj.dir/'served'/'feedback'/f"{name}.jsonl"
 
-def add_feedback(prj:Project, name:str, items:list[dict]) -> int:
+def add_feedback(prj:Project, # The project
+                 name:str, # The served model
+                 items:list[dict], # `{id, label}` items: a prediction id as `/predict` returned it, and its ground truth
+                ) -> int:
     "Append `{id, label}` items to the feedback of `name`; returns how many."
     p = feedback_path(prj, name); p.parent.mkdir(parents=True, exist_ok=True)
     now = time.time()
@@ -164,12 +193,14 @@ def add_feedback(prj:Project, name:str, items:list[dict]) -> int:
 def served_performance(name:str, # The served model
                        *, metric:str='accuracy', # A gate metric: accuracy, f1, precision, recall, r2, rmse, mae, mse
                        freq:str|None=None, # Also group by time, e.g. `'1h'`, `'1D'`
-                       project=None):
+                       project=None, # The project (default: the one at or above the current folder)
+                       shadow:bool=True, # Score the challenger's shadow predictions too (as its own version)
+                      ):
     "Live performance per version: predictions, labelled predictions, and `metric` on the labelled ones."
     pd = need('pandas')
     from mlnb.registry import _metric_fn
     fn = _metric_fn(metric)
-    df = served_log(name, project=project)
+    df = served_log(name, project=project, shadow=shadow)
     if df.empty: return pd.DataFrame(columns=['version', 'predictions', 'labelled', metric])
     keys = ['version'] + (['period'] if freq else [])
     if freq: df['period'] = pd.to_datetime(df.time, unit='s').dt.floor(freq)
@@ -179,3 +210,21 @@ def served_performance(name:str, # The served model
         out.append(dict(zip(keys, k if isinstance(k, tuple) else (k,))) |
                    {'predictions': len(g), 'labelled': len(lab), metric: float(fn(list(lab.label), list(lab.prediction))) if len(lab) else None})
     return pd.DataFrame(out)
+
+def performance(source:str='served', # `served` (every served model) or `served:NAME`
+                *, metric:str='accuracy', # A gate metric: accuracy, f1, precision, recall, r2, rmse, mae, mse
+                freq:str|None=None, # Also group by time, e.g. `'1h'`, `'1D'`
+                project=None, # The project (default: the one at or above the current folder)
+               ):
+    "Live performance of served models per model and version (champion, challenger split and shadow alike), from the feedback labels."
+    pd = need('pandas')
+    from mlnb.core import MlnbUsageError
+    kind, _, name = source.partition(':')
+    if kind != 'served': raise MlnbUsageError(f"unknown performance source {source!r}", hint="use 'served' or 'served:NAME'")
+    prj = find_project(project)
+    names = [name] if name else sorted(f.stem for f in (prj.dir/'served').glob('*.jsonl'))
+    parts = [served_performance(n, metric=metric, freq=freq, project=prj).assign(model=n) for n in names]
+    parts = [p for p in parts if len(p)]
+    if not parts: return pd.DataFrame(columns=['model', 'version', 'predictions', 'labelled', metric])
+    df = pd.concat(parts, ignore_index=True)
+    return df[['model'] + [c for c in df.columns if c != 'model']]
