@@ -41,7 +41,8 @@ def _sh(*cmd, cwd=None) -> str|None:
     except (OSError, subprocess.TimeoutExpired): return None
     return r.stdout if r.returncode == 0 else None
 
-def git_info(root:str|Path) -> tuple[dict, str]:
+def git_info(root:str|Path, # A folder inside a git work tree (or not)
+            ) -> tuple[dict, str]:
     "Tags for the git commit at `root` and whether it is dirty, and the diff of uncommitted changes."
     commit = (_sh('git', 'rev-parse', 'HEAD', cwd=root) or '').strip()
     if not commit: return ({'mlnb.git.commit': 'none'} if _sh('git', 'rev-parse', '--git-dir', cwd=root) else {}), ''
@@ -94,7 +95,8 @@ def versions() -> dict:
 
 _SKIP_DIRS = {'.git', '.dvc', '.mlnb', 'node_modules', '.venv', 'venv', '__pycache__', '.ipynb_checkpoints'}
 
-def dvc_hashes(root:str|Path) -> dict[str, str]:
+def dvc_hashes(root:str|Path, # The project's root folder
+              ) -> dict[str, str]:
     "`{path: hash}` of the data the project's `.dvc` files and `dvc.lock` track."
     import yaml
     root, out = Path(root), {}
@@ -113,7 +115,8 @@ def dvc_hashes(root:str|Path) -> dict[str, str]:
             except Exception: continue
     return out
 
-def tag_key(s:str) -> str:
+def tag_key(s:str, # Any text meant as a key
+           ) -> str:
     "`s` made a valid MLflow tag/metric key (letters, digits, `_-. /:`)."
     s = re.sub(r"[^\w.\- /:]", "_", str(s)).lstrip('/')
     return re.sub(r"\.\.+", "_", s) or '_'
@@ -135,7 +138,10 @@ def system_sample() -> dict[str, float]:
 
 class SystemMonitor:
     "Samples `system_sample()` into `run` every `interval` seconds on a daemon thread until `stop()`."
-    def __init__(self, run, interval:float):
+    def __init__(self,
+                 run, # The `Run` the samples are logged to
+                 interval:float, # Seconds between samples
+                ):
         self.run, self.interval, self._stop = run, interval, threading.Event()
         self._thread = threading.Thread(target=self._loop, name='mlnb-system-metrics', daemon=True)
     def start(self): self._thread.start(); return self
@@ -330,7 +336,9 @@ class Run:
                 if type(v) is float: add((tgt, k, v, ts, s))
                 else: _Tensor[0] = sys.modules['torch'].Tensor; add((tgt, k, v, ts, s, v._version))
 
-    def log_params(self, params:dict|None=None, /, **kw):
+    def log_params(self, params:dict|None=None, /, # Params as a dict
+                   **kw, # Params as keywords
+                  ):
         "Log params; a param cannot change its value within a run."
         self._check_open()
         for k, v in {**(params or {}), **kw}.items():
@@ -341,7 +349,9 @@ class Run:
                                      hint="params are fixed per run; log a changing value as a metric or a tag")
             if k not in self.params: self.params[k] = s; self._buf.op(self._target, 'param', k, s)
 
-    def set_tags(self, tags:dict|None=None, /, **kw):
+    def set_tags(self, tags:dict|None=None, /, # Tags as a dict
+                 **kw, # Tags as keywords
+                ):
         "Set tags (strings) on the run."
         if self._target is None: self._check_open()
         for k, v in {**(tags or {}), **kw}.items():
@@ -427,19 +437,27 @@ def _merge(metrics, kw):
         raise MetricError(f"metrics go by name, got a positional {type(metrics).__name__}", hint="write `mlnb.log(loss=loss)` or `mlnb.log({'val/loss': v})`")
     return {**metrics, **kw}
 
-def log_params(params:dict|None=None, /, **kw):
+def log_params(params:dict|None=None, /, # Params as a dict
+               **kw, # Params as keywords: `lr=lr, epochs=3`
+              ):
     "Log params to the active run."
     _active('log_params').log_params(params, **kw)
 
-def set_tags(tags:dict|None=None, /, **kw):
+def set_tags(tags:dict|None=None, /, # Tags as a dict
+             **kw, # Tags as keywords
+            ):
     "Set tags on the active run."
     _active('set_tags').set_tags(tags, **kw)
 
-def log_artifact(path:str|Path, artifact_path:str|None=None):
+def log_artifact(path:str|Path, # A file or a folder
+                 artifact_path:str|None=None, # Folder inside the run's artifacts
+                ):
     "Copy a file or folder into the active run's artifacts."
     _active('log_artifact').log_artifact(path, artifact_path)
 
-def log_figure(fig, name:str='figure.png'):
+def log_figure(fig, # A matplotlib or plotly figure
+               name:str='figure.png', # Artifact file name (`.png`, `.svg`, `.html` for plotly)
+              ):
     "Save a matplotlib or plotly figure as an artifact of the active run."
     _active('log_figure').log_figure(fig, name)
 
@@ -473,7 +491,8 @@ def _install_hooks():
 # %% ../nbs/10_track.ipynb #6326ccdf
 def _split(s): return [x.strip() for x in (s or '').split(',') if x.strip()]
 
-def parse_tags(s:str|None) -> dict:
+def parse_tags(s:str|None, # `--tags` as typed: `team=cv,stage=dev`
+              ) -> dict:
     "`'k=v,k2=v2'` as a dict; a usage error for an item without `=`."
     out = {}
     for item in _split(s):
@@ -481,7 +500,9 @@ def parse_tags(s:str|None) -> dict:
         k, v = item.split('=', 1); out[k.strip()] = v.strip()
     return out
 
-def run_cell(code:str, ns:dict):
+def run_cell(code:str, # The cell's source (IPython syntax allowed)
+             ns:dict, # The namespace it runs in
+            ):
     "Run notebook code in `ns` like IPython does (magics and `!` included) and display the last expression's value."
     import ast, linecache
     ip = sys.modules.get('IPython')
@@ -500,9 +521,10 @@ def run_cell(code:str, ns:dict):
 
 def track(code:str, # The cell body
           ns:dict, # The notebook namespace it runs in
-          experiment:str|None=None, name:str|None=None,
+          experiment:str|None=None, # MLflow experiment (default: the `tracking.experiment` setting)
+          name:str|None=None, # The run's name
           params:list[str]|None=None, # Names of notebook variables to log as params
-          tags:dict|None=None,
+          tags:dict|None=None, # Tags set at the start
          ) -> Run:
     "Run `code` as one mlnb run, with the values of the variables named in `params` logged as params."
     missing = [p for p in params or [] if p.split('.')[0] not in ns]
@@ -538,7 +560,11 @@ def _fmtv(v):
 
 class RunsTable:
     "Runs as rows (dicts) with `columns`; `sort(by)` reorders; text for the CLI, HTML for notebooks."
-    def __init__(self, rows:list[dict], columns:list[str], title:str=''):
+    def __init__(self,
+                 rows:list[dict], # One dict per run: column -> value
+                 columns:list[str], # The columns shown, in order
+                 title:str='', # A title line
+                ):
         self.rows, self.columns, self.title = rows, columns, title
     def __len__(self): return len(self.rows)
     def sort(self, by:str, descending:bool=True) -> RunsTable:
@@ -582,7 +608,11 @@ def _num(v):
 
 _PALETTE = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f']
 
-def svg_curves(key:str, curves:dict[str, list[tuple[int, float]]], w:int=320, h:int=170) -> str:
+def svg_curves(key:str, # The metric's name, the chart's title
+               curves:dict[str, list[tuple[int, float]]], # `{label: [(step, value), ...]}`, one line each
+               w:int=320, # Width in pixels
+               h:int=170, # Height in pixels
+              ) -> str:
     "An inline SVG line chart of `{label: [(step, value), ...]}` for the metric `key`."
     pts = [p for c in curves.values() for p in c if p[1] == p[1]]
     if not pts: return ''
@@ -601,7 +631,11 @@ def svg_curves(key:str, curves:dict[str, list[tuple[int, float]]], w:int=320, h:
 
 class RunsComparison:
     "Two or more runs side by side: `params` (a diff), `curves` (metric histories) and a summary `table`."
-    def __init__(self, table:RunsTable, params:list[dict], curves:dict[str, dict]):
+    def __init__(self,
+                 table:RunsTable, # The compared runs as a table
+                 params:list[dict], # One dict per param: `param`, a value per run, `differs`
+                 curves:dict[str, dict], # `{metric: {run_id: [(step, value), ...]}}`
+                ):
         self.table, self.params, self.curves = table, params, curves
     @property
     def differing(self) -> list[dict]:

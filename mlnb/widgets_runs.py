@@ -17,7 +17,11 @@ __all__ = ['RunsView', 'make_view']
 class RunsView(LiveView):
     "Live view of `%mlnb runs`: sortable table, curves of the picked runs and their params diff, refreshed while runs are open."
     refresh = 2.0  # seconds between re-reads of the store while runs are open
-    def __init__(self, args=None, ctx=None, project=None):
+    def __init__(self,
+                 args=None, # The parsed arguments of `%mlnb runs` (`experiment`, `max`)
+                 ctx=None, # The magic's `VerbContext`
+                 project=None, # The project (default: the current directory's)
+                ):
         super().__init__("runs")
         w = need('ipywidgets')
         self.args, self.project, self._stop, self._thread = args, project, threading.Event(), None
@@ -117,6 +121,8 @@ class RunsView(LiveView):
         self._stop.set()
         if self._thread is not None: self._thread.join(5)
 
-def make_view(args, ctx) -> RunsView:
+def make_view(args, # The parsed arguments of `%mlnb runs`
+              ctx, # The magic's `VerbContext`
+             ) -> RunsView:
     "The live view `%mlnb runs` displays."
     return RunsView(args, ctx)
