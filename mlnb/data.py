@@ -223,34 +223,43 @@ def _size(n) -> str:
         if n < 1024 or u == 'TB': return f"{n:.0f} {u}" if u == 'B' else f"{n:.1f} {u}"
         n /= 1024
 
-def _ignore_rules(prj:Project, *rels:str) -> dict[str, str|None]:
-    "The `.gitignore` rule (`source:line:pattern`) that ignores each path, or None; one git call for all of them."
-    r = _git('check-ignore', '--stdin', '-z', '-v', '-n', cwd=prj.root, check=False, input=''.join(f"{x}\0" for x in rels))
-    f = r.stdout.split('\0')
+def _git_all(cwd, **cmds) -> dict[str, subprocess.CompletedProcess]:
+    "Run independent git commands at once, each `name=[args]` or `name=([args], stdin)` (None: skipped); their results by name."
+    procs = {k: (subprocess.Popen(['git', *a], cwd=cwd, stdin=subprocess.PIPE if i is not None else subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), i)
+             for k, c in cmds.items() if c is not None for a, i in [c if isinstance(c, tuple) else (c, None)]}
+    outs = {k: p.communicate(i) for k, (p, i) in procs.items()}  # (stdout, stderr); then each returncode is set
+    return {k: subprocess.CompletedProcess(p.args, p.returncode, *outs[k]) for k, (p, _) in procs.items()}
+
+def _ignore_rules(stdout:str) -> dict[str, str|None]:
+    "The `.gitignore` rule (`source:line:pattern`) that ignores each path, or None, from `git check-ignore --stdin -z -v -n`."
+    f = stdout.split('\0')
     return {f[i+3]: f"{f[i]}:{f[i+1]}:{f[i+2]}" if f[i] and not f[i+2].startswith('!') else None for i in range(0, len(f) - 3, 4)}
 
-def _check_addable(prj:Project, p:Path, rel:str):
+def _check_path(p:Path, rel:str):
     if not p.exists(): raise DataError(f"no such file or folder: {rel}", hint="check the path (it is relative to the current folder)")
     if rel.startswith('.mlnb/') or rel == '.mlnb' or rel.startswith('.git/') or rel.startswith('.dvc/'):
         raise DataError(f"{rel} is inside mlnb's, git's or DVC's own folder", hint="keep data elsewhere in the project, e.g. data/")
+
+def _check_addable(prj:Project, p:Path, rel:str, q:dict):
+    "Refuse a path git ignores (or whose `.dvc` file it would ignore) or tracks itself; `q` holds the git answers."
     tracked_by_dvc = (prj.root/f"{rel}.dvc").exists()
-    rules = _ignore_rules(prj, rel, f"{rel}.dvc")
+    rules = _ignore_rules(q['ignore'].stdout)
     rule, parent = rules.get(rel), Path(rel).parent.as_posix()
     dvc_rule = rule is not None and rule == f"{'' if parent == '.' else parent + '/'}.gitignore:{rule.split(':')[1]}:/{p.name}"
     if rule and not tracked_by_dvc and not dvc_rule:  # DVC's own entry (`/name` in the folder's .gitignore) is fine
         raise DataError(f"{rel} is ignored by git ({rule})", hint="remove that .gitignore rule so its .dvc file can be committed; DVC ignores the data itself")
     if rules.get(f"{rel}.dvc"):
         raise DataError(f"{rel}.dvc would be ignored by git", hint="remove the .gitignore rule that matches it")
-    if _git('ls-files', '--error-unmatch', rel, cwd=prj.root, check=False).returncode == 0:
+    if q['tracked'].returncode == 0:
         raise DataError(f"{rel} is tracked by git", hint=f"stop tracking it with git first: git rm -r --cached {rel}")
 
 # %% ../nbs/20_data.ipynb #d9b3c781
 class _Snapshot:
     "The files `dvc add` and `git commit` may change, to put back on failure."
-    def __init__(self, prj:Project, files:list[Path]):
+    def __init__(self, prj:Project, files:list[Path], where:str):  # `where`: what `git rev-parse -q --git-path index --verify HEAD` printed
         self.root = prj.root
-        r = _git('rev-parse', '-q', '--git-path', 'index', '--verify', 'HEAD', cwd=self.root, check=False)  # rc 1: no commit yet
-        idx, head = (r.stdout.splitlines() + [None])[:2]
+        idx, head = (where.splitlines() + [None, None])[:2]  # no HEAD before the first commit
         if not idx: raise DataError("git cannot find the repository's index", hint="run `git status` in the project to see why")
         self.index = Path(idx) if os.path.isabs(idx) else self.root/idx
         self.files = {f: (f.read_bytes() if f.exists() else None) for f in files + [self.index]}
@@ -292,14 +301,20 @@ def add(path:str|Path, # A file or folder inside the project
     p, rel = _rel(prj, path)
     commit = prj.settings['data.auto_commit'] if commit is None else commit
     push = prj.settings['data.push'] if push is None else push
-    _check_addable(prj, p, rel)
+    _check_path(p, rel)
+    if tag is not None and not commit: raise DataError("--tag needs a commit, and auto-commit is off", hint="pass commit=True, or set data.auto_commit = true")
+    q = _git_all(prj.root, ignore=(['check-ignore', '--stdin', '-z', '-v', '-n'], f"{rel}\0{rel}.dvc\0"),
+                 tracked=['ls-files', '--error-unmatch', '--', rel], where=['rev-parse', '-q', '--git-path', 'index', '--verify', 'HEAD'],
+                 ident=['var', 'GIT_COMMITTER_IDENT'] if commit else None,
+                 tag_ok=['check-ref-format', f'refs/tags/{tag}'] if tag is not None else None,
+                 tag_taken=['rev-parse', '-q', '--verify', f'refs/tags/{tag}'] if tag is not None else None)
+    _check_addable(prj, p, rel, q)
     if tag is not None:
-        if not commit: raise DataError("--tag needs a commit, and auto-commit is off", hint="pass commit=True, or set data.auto_commit = true")
-        if _git('check-ref-format', f'refs/tags/{tag}', cwd=prj.root, check=False).returncode:
+        if q['tag_ok'].returncode:
             raise DataError(f"'{tag}' is not a valid git tag name", hint="use letters, digits, '.', '-', '_' or '/', e.g. v1 or train-v2")
-        if _git('rev-parse', '-q', '--verify', f'refs/tags/{tag}', cwd=prj.root, check=False).returncode == 0:
+        if q['tag_taken'].returncode == 0:
             raise DataError(f"tag '{tag}' already exists", hint=f"choose another tag; `git tag -d {tag}` removes the old one")
-    if commit and not _git('var', 'GIT_COMMITTER_IDENT', cwd=prj.root, check=False).stdout.strip():
+    if commit and not q['ident'].stdout.strip():
         raise DataError("git has no user identity to commit with", hint='git config --global user.name "You"; git config --global user.email you@example.com')
     kind = table_kind(p) if p.is_file() else None
     prof = None
@@ -308,7 +323,7 @@ def add(path:str|Path, # A file or folder inside the project
         if p.stat().st_size <= prj.settings['data.profile_max_mb'] * 2**20: prof = profile(read_table(p, kind, rel), source=rel)
         else: _validate(p, rel, kind)
     dvcfile, gitignore = prj.root/f"{rel}.dvc", p.parent/'.gitignore'
-    snap = _Snapshot(prj, [dvcfile, gitignore])
+    snap = _Snapshot(prj, [dvcfile, gitignore], q['where'].stdout)
     msg = message or f"data: {'add' if snap.files[dvcfile] is None else 'update'} {rel}" + (f" ({tag})" if tag else "")
     try:
         emit('data.add.step', msg=f"dvc add {rel}", path=rel)
