@@ -73,7 +73,9 @@ def _server(app:str, tmp:Path):
         (notif.parent/'themes.jupyterlab-settings').write_text(json.dumps({'theme': 'JupyterLab Dark'}))
     env = {**os.environ, 'JUPYTER_CONFIG_DIR': str(home/'config'), 'JUPYTER_RUNTIME_DIR': str(home/'runtime'),
            'JUPYTERLAB_SETTINGS_DIR': str(home/'settings'), 'JUPYTERLAB_WORKSPACES_DIR': str(home/'workspaces'),
-           'DVC_NO_ANALYTICS': '1', 'MLFLOW_ENABLE_ASYNC_LOGGING': 'false'}
+           'DVC_NO_ANALYTICS': '1', 'MLFLOW_ENABLE_ASYNC_LOGGING': 'false',
+           # the kernels import this checkout's mlnb, whatever an installed copy points to
+           'PYTHONPATH': os.pathsep.join([str(Path(__file__).resolve().parents[1]), *filter(None, [os.environ.get('PYTHONPATH')])])}
     env.pop('MLNB_PROJECT', None)
     log = open(tmp/f'{app}.log', 'w')
     cmd = [sys.executable, '-m', 'jupyter', app, '--no-browser', '--ip=127.0.0.1', f'--port={port}',
@@ -113,13 +115,30 @@ def _wait_done(cell, timeout_s:float):
         time.sleep(0.1)
     raise AssertionError(f"cell did not finish in {timeout_s}s: prompt {prompt.inner_text()!r}")
 
+DIALOGS = []  # the text of every dialog the tests dismissed, for the failure message and tests/artifacts/
+
+def _dismiss_dialogs(page, app:str='') -> int:
+    "Accept any modal dialog (kernel selection, a slow kernel's notice, news): on a loaded machine they cover the cells."
+    n = 0
+    for _ in range(5):
+        d = page.locator('.jp-Dialog')
+        if not d.count() or not d.first.is_visible(): break
+        text = d.first.inner_text()[:300].replace('\n', ' | ')
+        DIALOGS.append(f"{app}: {text}")
+        ok = d.first.locator('.jp-mod-accept')
+        try: (ok.first.click(timeout=5_000) if ok.count() else page.keyboard.press('Escape'))
+        except Exception: page.keyboard.press('Escape')
+        n += 1; time.sleep(0.5)
+    return n
+
 def _run(page, i:int):
     "Select cell `i` (command mode) and run it with Shift+Enter; retried if the key press did not reach the cell."
     cell = page.locator('.jp-Notebook .jp-Cell').nth(i)
     prompt = cell.locator('.jp-InputPrompt')
     before = prompt.inner_text()
     for _ in range(4):
-        cell.locator('.jp-InputPrompt').click()
+        _dismiss_dialogs(page)
+        cell.locator('.jp-InputPrompt').click(timeout=15_000)
         page.keyboard.press('Escape')
         page.keyboard.press('Shift+Enter')
         end = time.monotonic() + 8
@@ -127,6 +146,17 @@ def _run(page, i:int):
             if prompt.inner_text() != before: return cell
             time.sleep(0.1)
     raise AssertionError(f"cell {i} did not start: prompt still {before!r}")
+
+def _wait_kernel_idle(page, app:str, timeout_s:float):
+    "Wait until the notebook's kernel has started (the toolbar's status reads idle), dismissing dialogs meanwhile."
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        _dismiss_dialogs(page, app)
+        idle = page.evaluate("""() => [...document.querySelectorAll('.jp-Notebook-ExecutionIndicator, .jp-KernelStatus, [data-status]')]
+            .some(e => /idle/i.test((e.getAttribute('data-status') || '') + ' ' + (e.getAttribute('title') || '') + ' ' + e.textContent))""")
+        if idle and not page.locator('.jp-Dialog').count(): return
+        time.sleep(0.5)
+    # no indicator seen: carry on, `_run` retries and fails with the cell's prompt if the kernel never came
 
 CONTRAST = """el => {
   const rgb = c => (c.match(/[\\d.]+/g) || []).map(Number);
@@ -165,9 +195,12 @@ def test_widgets_in_browser(app, playwright_browser, tmp_path):
         page.goto(url, wait_until='domcontentloaded', timeout=60_000)
         page.locator('.jp-Notebook .jp-Cell').nth(len(CELLS) - 1).wait_for(timeout=60_000)
         cells = page.locator('.jp-Notebook .jp-Cell')
+        _wait_kernel_idle(page, app, 90)
 
         for i in range(3):  # load_ext, data, %%mlnb track
             _wait_done(_run(page, i), 120)
+            err = cells.nth(i).locator('[data-mime-type="application/vnd.jupyter.stderr"]').filter(has_text='Error')
+            assert not err.count(), f"cell {i} ({CELLS[i].splitlines()[0]}) failed: {err.first.inner_text()[:1000]}"
         track_out = cells.nth(2).locator('.jp-OutputArea-output')
         assert track_out.count() >= 1, "%%mlnb track left no output"
         assert not cells.nth(2).locator('[data-mime-type="application/vnd.jupyter.stderr"]').filter(has_text='Error').count(), \
@@ -212,7 +245,12 @@ def test_widgets_in_browser(app, playwright_browser, tmp_path):
         assert page.locator('iframe').count() == 0, "a widget rendered an iframe"
         page.keyboard.press('Control+s')
         time.sleep(1.5)
+    except BaseException:
+        try: _shot(page, app, 'failure')
+        except Exception: pass
+        raise
     finally:
+        if DIALOGS: ARTIFACTS.mkdir(exist_ok=True); (ARTIFACTS/f'{app}_dialogs.txt').write_text('\n'.join(DIALOGS))
         ctx.close()
         _stop(proc, log, base, token)
     nb = json.loads((root/'e2e.ipynb').read_text())
