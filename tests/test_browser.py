@@ -185,6 +185,8 @@ def _shot(page, app, name, cell=None):
 
 @pytest.mark.parametrize('app', ['lab', 'notebook'])
 def test_widgets_in_browser(app, playwright_browser, tmp_path):
+    for old in ARTIFACTS.glob(f'{app}_*'): old.unlink()  # the artifacts show this run only (no stale failure shot)
+    DIALOGS.clear()
     proc, url, root, log, base, token = _server(app, tmp_path)
     errors = []
     ctx = playwright_browser.new_context(viewport={'width': 1400, 'height': 1000})
