@@ -147,6 +147,12 @@ def _chunks(f, n:int):
 def _model_rows(slot, df, id_column:str|None, src:str):
     "The rows `predict_rows` takes for the DataFrame `df`, checked against `slot`'s signature."
     have = list(map(str, df.columns))
+    if slot.kind == 'columns' and not slot.schema.has_input_names():  # unnamed columns (e.g. a text pipeline): by position
+        feats, k = (df.drop(columns=[id_column]) if id_column else df), len(slot.schema.inputs)
+        if feats.shape[1] != k:
+            raise ScoringError(f"the model takes {k} unnamed column(s) and {src} has {feats.shape[1]}" + (f" besides {id_column}" if id_column else ""),
+                               hint="keep only the model's input column(s), and name the id column with --id-column")
+        return feats.iloc[:, 0].tolist() if k == 1 else feats.to_numpy().tolist()
     if slot.kind == 'columns':
         cols = [c.name for c in slot.schema.inputs]
         missing = [c.name for c in slot.schema.inputs if c.required and c.name not in df.columns]
@@ -170,10 +176,14 @@ def _model_rows(slot, df, id_column:str|None, src:str):
 
 def _score(slot, rows, max_batch:int, src:str) -> list:
     "One prediction per row, from `predict_rows` in calls of at most `max_batch` rows."
-    from mlnb.serving import predict_rows
+    from mlnb.serving import predict_rows, to_rows
+    if slot.kind == 'columns' and not slot.schema.has_input_names():  # `to_model_input` would name the column None
+        pd = need('pandas')
+        predict = lambda s, r: to_rows(s.model.predict(r if not r or not isinstance(r[0], list) else pd.DataFrame(r)), len(r))
+    else: predict = predict_rows
     out = []
     try:
-        for i in range(0, len(rows), max_batch): out += predict_rows(slot, rows[i:i+max_batch])
+        for i in range(0, len(rows), max_batch): out += predict(slot, rows[i:i+max_batch])
     except MlnbError: raise
     except Exception as e:
         raise ScoringError(f"the model failed on {src}: {_line(e)}", hint="check the input's values and types against the model's signature") from None
@@ -279,27 +289,33 @@ def predict_file(model:str, # The registered model: `NAME@ALIAS`, `NAME/VERSION`
     parts = _Parts(out)
     delay = float(os.environ.get(_DELAY_ENV) or 0)
     keys, done_rows, resumed = [], 0, 0
-    for f, name, (fhash, _) in zip(files, names, prints):
-        for i, df in enumerate(_chunks(f, chunk_size)):
-            key = parts.key(input=fhash, chunk_size=chunk_size, chunk=i, model=slot.name, version=slot.version,
-                            quantize=quantize, id_column=id_column, folder=len(files) > 1 and name)
-            keys.append(key)
-            if key in parts.done:
-                resumed += 1; done_rows += parts.done[key]['rows']
-                emit('predict.chunk', msg=f"{name} chunk {i}: done in an earlier run, skipped", tick=True, file=name, chunk=i, resumed=True, done=done_rows, total=total)
-                continue
-            src = f"{name} (chunk {i}, rows {i * chunk_size}-{i * chunk_size + len(df) - 1})"
-            if id_column and id_column not in df.columns:
-                raise ScoringError(f"{name} has no id column '{id_column}'", hint=f"its columns: {', '.join(map(str, df.columns[:20]))}")
-            tc = time.perf_counter()
-            preds = _score(slot, _model_rows(slot, df, id_column, src), max_batch, src)
-            head = pd.DataFrame({id_column: df[id_column].to_numpy()}) if id_column else \
-                   pd.DataFrame(({'file': name} if len(files) > 1 else {}) | {'row': range(i * chunk_size, i * chunk_size + len(df))})
-            parts.add(key, pd.concat([head, _pred_frame(preds)], axis=1), file=name, chunk=i, model=slot.name, version=slot.version)
-            done_rows += len(df)
-            emit('predict.chunk', msg=f"{name} chunk {i}: {done_rows:,}/~{total:,} rows ({len(df) / max(time.perf_counter() - tc, 1e-9):,.0f} rows/s)",
-                 tick=True, file=name, chunk=i, resumed=False, done=done_rows, total=total)
-            if delay: time.sleep(delay)
+    try:
+        for f, name, (fhash, _) in zip(files, names, prints):
+            for i, df in enumerate(_chunks(f, chunk_size)):
+                key = parts.key(input=fhash, chunk_size=chunk_size, chunk=i, model=slot.name, version=slot.version,
+                                quantize=quantize, id_column=id_column, folder=len(files) > 1 and name)
+                keys.append(key)
+                if key in parts.done:
+                    resumed += 1; done_rows += parts.done[key]['rows']
+                    emit('predict.chunk', msg=f"{name} chunk {i}: done in an earlier run, skipped", tick=True, file=name, chunk=i, resumed=True, done=done_rows, total=total)
+                    continue
+                src = f"{name} (chunk {i}, rows {i * chunk_size}-{i * chunk_size + len(df) - 1})"
+                if id_column and id_column not in df.columns:
+                    raise ScoringError(f"{name} has no id column '{id_column}'", hint=f"its columns: {', '.join(map(str, df.columns[:20]))}")
+                tc = time.perf_counter()
+                preds = _score(slot, _model_rows(slot, df, id_column, src), max_batch, src)
+                head = pd.DataFrame({id_column: df[id_column].to_numpy()}) if id_column else \
+                       pd.DataFrame(({'file': name} if len(files) > 1 else {}) | {'row': range(i * chunk_size, i * chunk_size + len(df))})
+                parts.add(key, pd.concat([head, _pred_frame(preds)], axis=1), file=name, chunk=i, model=slot.name, version=slot.version)
+                done_rows += len(df)
+                emit('predict.chunk', msg=f"{name} chunk {i}: {done_rows:,}/~{total:,} rows ({len(df) / max(time.perf_counter() - tc, 1e-9):,.0f} rows/s)",
+                     tick=True, file=name, chunk=i, resumed=False, done=done_rows, total=total)
+                if delay: time.sleep(delay)
+    except BaseException as e:  # Ctrl-C, a kill we survive, a bad chunk: say what is kept for the re-run
+        if parts.done: emit('predict.interrupted', msg=f"stopped ({type(e).__name__}); {len(parts.done)} finished chunk(s) kept in {parts.dir}: "
+                                                       f"run the same command again to resume from them", parts=str(parts.dir), saved=len(parts.done))
+        elif not any(parts.dir.iterdir()): parts.dir.rmdir()  # nothing kept: leave no empty work folder
+        raise
     frames = [parts.read(k) for k in keys]
     res = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=['row', 'prediction'])
     from mlnb.core import atomic_write

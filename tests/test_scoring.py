@@ -179,3 +179,36 @@ def test_magic_scores_a_dataframe(env, ip):
     r = ip.run_line_magic('mlnb', 'predict cancer df --out magic.csv --chunk-size 250')
     assert r.rows == len(X) and r.chunks == 3
     assert pd.read_csv(prj.root/'magic.csv').prediction.tolist() == env['clf'].predict(X).tolist()
+
+
+def test_transformers_pipeline_quantized(env, tmp_path):
+    "A text pipeline (one unnamed string column) scores from a CSV; int8 stays close to fp32, and fp32 equals the pipeline."
+    pytest.importorskip('transformers'); pytest.importorskip('tokenizers')
+    import mlflow, pandas as pd, torch
+    from tokenizers import Tokenizer, models, trainers, pre_tokenizers
+    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast, pipeline
+    from mlnb.registry import register, promote
+    from mlnb.scoring import predict_file
+    prj = env['prj']
+    torch.manual_seed(0)
+    texts = ['a good movie', 'a bad film', 'great acting here', 'terrible plot and bad acting']
+    tok = Tokenizer(models.WordLevel(unk_token='[UNK]')); tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=['[UNK]', '[PAD]', '[CLS]', '[SEP]', '[MASK]']))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token='[UNK]', pad_token='[PAD]', cls_token='[CLS]', sep_token='[SEP]', mask_token='[MASK]')
+    cfg = BertConfig(vocab_size=fast.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, num_labels=2)
+    pipe = pipeline('text-classification', model=BertForSequenceClassification(cfg).eval(), tokenizer=fast, device='cpu')
+    mlflow.set_tracking_uri(prj.tracking_uri)
+    with mlflow.start_run():
+        info = mlflow.transformers.log_model(pipe, name='model', task='text-classification', pip_requirements=['transformers', 'torch'])
+    register(info, 'sentiment', project=prj); promote('sentiment', 1, gate=False, project=prj)
+    pd.DataFrame({'id': range(12), 'text': texts * 3}).to_csv(tmp_path/'texts.csv', index=False)
+    a = predict_file('sentiment', tmp_path/'texts.csv', tmp_path/'fp32.csv', chunk_size=5, id_column='id', project=prj)
+    b = predict_file('sentiment', tmp_path/'texts.csv', tmp_path/'int8.csv', chunk_size=5, id_column='id', quantize='int8', project=prj)
+    assert (a.rows, b.rows, b.quantize) == (12, 12, 'int8')
+    fp, q = pd.read_csv(tmp_path/'fp32.csv'), pd.read_csv(tmp_path/'int8.csv')
+    assert list(fp.columns) == ['id', 'prediction_label', 'prediction_score']
+    want = pipe(texts * 3)
+    assert fp.prediction_label.tolist() == [w['label'] for w in want]
+    assert (fp.prediction_score - pd.Series([w['score'] for w in want])).abs().max() < 1e-5
+    assert not fp.prediction_score.equals(q.prediction_score)  # the quantized copy ran
+    assert (fp.prediction_score - q.prediction_score).abs().max() < 0.01
