@@ -888,6 +888,27 @@ def _train_sklearn(model, data, val, target, metrics, project, c) -> TrainResult
     return TrainResult(model, final, log.run_id if log else None, [em], steps=1, epochs=1, samples_per_s=em['samples_per_s'], model_uri=uri)
 
 # %% ../nbs/30_training.ipynb #fad67c7b
+def _log_torch(model, example, pip):
+    "Log a torch model as `torch.export`'s pt2 (no pickled code: it loads where its class is unknown), else pickled."
+    import copy, inspect, mlflow.pytorch
+    from mlflow.models import infer_signature
+    torch = need('torch')
+    m = model if next(model.parameters()).device.type == 'cpu' else copy.deepcopy(model).cpu()  # servers load it on CPU
+    was = m.training
+    m.eval()  # exported in eval mode: dropout and batch norm as at inference
+    try:
+        x = example.cpu()
+        with torch.no_grad(): o = _logits(m(x)).float().numpy()
+        xe = x.numpy()
+        kw = dict(name='model', signature=infer_signature(xe, o), input_example=xe, pip_requirements=pip)
+        if 'serialization_format' not in inspect.signature(mlflow.pytorch.log_model).parameters: return mlflow.pytorch.log_model(m, **kw)
+        try: return mlflow.pytorch.log_model(m, serialization_format='pt2', **kw)
+        except Exception as e:
+            emit('train.warning', msg=f"torch.export cannot trace {type(m).__name__} ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}); "
+                 "logged it pickled instead (cloudpickle: it loads where the same torch is installed)")
+            return mlflow.pytorch.log_model(m, serialization_format='pickle', **kw)
+    finally: m.train(was)
+
 def _log_model(log, flavor, model, example, tok=None, pip=None) -> str|None:
     import mlflow, contextlib
     from mlflow.models import infer_signature
@@ -899,13 +920,7 @@ def _log_model(log, flavor, model, example, tok=None, pip=None) -> str|None:
             if flavor == 'sklearn':
                 import mlflow.sklearn
                 info = mlflow.sklearn.log_model(model, name='model', signature=infer_signature(example, model.predict(example)), input_example=example, pip_requirements=pip)
-            elif flavor == 'pytorch':
-                import mlflow.pytorch
-                torch = need('torch')
-                x = example
-                with torch.no_grad(): o = _logits(model(x)).float().cpu().numpy()
-                xe = x.cpu().numpy()
-                info = mlflow.pytorch.log_model(model, name='model', signature=infer_signature(xe, o), input_example=xe, pip_requirements=pip)
+            elif flavor == 'pytorch': info = _log_torch(model, example, pip)
             else:
                 import mlflow.transformers
                 info = mlflow.transformers.log_model({'model': model, 'tokenizer': tok}, name='model', task='text-classification',

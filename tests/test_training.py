@@ -54,6 +54,66 @@ def test_digits_mlp_reaches_095_and_logs_a_loadable_model(prj):
     assert '<table' in r._repr_html_() and 'val_accuracy' in r._repr_html_()
     assert evaluate(r.model, (X, y), ['accuracy'])['accuracy'] > 0.95
 
+PYFUNC_TRAIN = '''
+import json, sys, numpy as np, torch
+torch.set_num_threads(1)
+from sklearn.datasets import load_digits
+from mlnb.config import Project
+from mlnb.core import events
+from mlnb.training import train
+X, y = load_digits(return_X_y=True); X = (X / 16.0).astype('float32')
+class Net(torch.nn.Module):  # defined in __main__, as in a notebook: no other process can import it
+    def __init__(self):
+        super().__init__(); self.a, self.drop, self.b = torch.nn.Linear(64, 64), torch.nn.Dropout(0.5), torch.nn.Linear(64, 10)
+    def forward(self, x): return self.b(self.drop(torch.relu(self.a(x))))
+class Branchy(Net):  # data-dependent control flow: torch.export cannot trace it
+    def forward(self, x): return super().forward(x) if float(x.sum()) > 0 else -super().forward(x)
+warn, out = [], {}
+events.on('train.warning', lambda ev: warn.append(ev.msg))
+for cls in (Net, Branchy):
+    torch.manual_seed(0)
+    r = train(cls(), (X, y), epochs=2, batch_size=64, lr=3e-3, project=Project(sys.argv[1]))
+    mode = r.model.training  # logging exports in eval mode, then gives the model back as it was
+    with torch.no_grad(): ref = r.model.eval()(torch.from_numpy(X)).numpy()
+    out[cls.__name__] = dict(uri=r.model_uri, ref=ref.tolist(), training=mode)
+json.dump(dict(models=out, warnings=warn), open(sys.argv[2], 'w'))
+'''
+
+PYFUNC_LOAD = '''
+import json, pathlib, sys, mlflow, mlflow.artifacts, mlflow.pyfunc, numpy as np, pandas as pd
+from sklearn.datasets import load_digits
+X = (load_digits(return_X_y=True)[0] / 16.0).astype('float32')
+mlflow.set_tracking_uri(sys.argv[1])
+out = {}
+for name, uri in json.loads(sys.argv[2]).items():
+    m = mlflow.pyfunc.load_model(uri)
+    pt2 = any(pathlib.Path(mlflow.artifacts.download_artifacts(uri)).rglob('*.pt2'))
+    out[name] = dict(fmt='pt2' if pt2 else 'pickle', one=np.asarray(m.predict(X[:1])).tolist(),
+                     all=np.asarray(m.predict(X)).tolist(), df=np.asarray(m.predict(pd.DataFrame(X[:5]))).tolist())
+json.dump(out, sys.stdout)
+'''
+
+def test_logged_torch_model_loads_with_pyfunc_in_another_process(prj, tmp_path):
+    "What the server does: `mlflow.pyfunc.load_model` in a fresh process, a model class it cannot import, arrays and DataFrames."
+    import numpy as np
+    (tmp_path/'t.py').write_text(PYFUNC_TRAIN); (tmp_path/'l.py').write_text(PYFUNC_LOAD)
+    r = subprocess.run([sys.executable, str(tmp_path/'t.py'), str(prj.root), str(tmp_path/'m.json')], env=ENV, capture_output=True, text=True, timeout=400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    d = json.loads((tmp_path/'m.json').read_text())
+    ms = d['models']
+    assert all(m['uri'] for m in ms.values()) and all(m['training'] for m in ms.values())
+    assert len(d['warnings']) == 1 and 'cannot trace Branchy' in d['warnings'][0] and 'pickled' in d['warnings'][0]
+    r = subprocess.run([sys.executable, str(tmp_path/'l.py'), prj.tracking_uri, json.dumps({k: m['uri'] for k, m in ms.items()})],
+                       env=ENV, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout)
+    assert got['Net']['fmt'] == 'pt2' and got['Branchy']['fmt'] == 'pickle'
+    for name, m in ms.items():
+        ref, g = np.asarray(m['ref']), got[name]
+        assert np.asarray(g['all']).shape == (1797, 10) and np.asarray(g['one']).shape == (1, 10) and np.asarray(g['df']).shape == (5, 10)
+        assert np.allclose(g['all'], ref, atol=1e-4) and np.allclose(g['df'], ref[:5], atol=1e-4)  # eval mode: no dropout
+        assert (ref.argmax(1) == digits()[1]).mean() > 0.8
+
 def tiny_bert(folder: Path):
     "A 2-layer BERT from a config, with a tokenizer trained here by `tokenizers`, both saved to `folder`."
     import random
