@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Any
+import mlnb  # annotations say `mlnb.quality.Profile`: that module is imported on first use
 from .core import MlnbError, atomic_write, emit, html_table, need, verb
 from .config import Project, find_project, setting
 
@@ -48,7 +49,8 @@ def parse_spec(spec:str, # `PATH` or `PATH@REV` (REV: a tag, branch or commit)
         return path, rev
     return spec, None
 
-def table_kind(path:str|Path) -> str|None:
+def table_kind(path:str|Path, # A file name or path (only its suffix counts)
+              ) -> str|None:
     "`csv`, `tsv`, `parquet` or `jsonl` when `path` is a table mlnb can read, else None."
     return TABLE_KINDS.get(Path(str(path)).suffix.lower())
 
@@ -164,13 +166,13 @@ def _validate(p:Path, rel:str, kind:str):
 # %% ../nbs/20_data.ipynb #cce66b11
 def _profile_path(prj:Project, md5:str) -> Path: return prj.dir/'profiles'/f"{md5}.json"
 
-def _store_profile(prj:Project, md5:str, prof:Profile):
+def _store_profile(prj:Project, md5:str, prof:mlnb.quality.Profile):
     d = prj.dir/'profiles'; d.mkdir(parents=True, exist_ok=True)
     atomic_write(_profile_path(prj, md5), prof.to_json())
 
 def profile_of(spec:str, # `PATH` or `PATH@REV` of a table
                root:str|Path|None=None, # The project (default: the one at the current folder)
-              ) -> Profile:
+              ) -> mlnb.quality.Profile:
     "The profile of a table version, read from `.mlnb/profiles/` or computed and stored there."
     prj = find_project(root)
     path, rev = parse_spec(spec)
@@ -192,15 +194,15 @@ def profile_of(spec:str, # `PATH` or `PATH@REV` of a table
 @dataclass
 class AddResult:
     "What `add` did: the path, its DVC hash and size, the commit and tag (if any), pushed or not."
-    path: str
-    md5: str
-    size: int|None
-    nfiles: int|None = None
-    commit: str|None = None
-    tag: str|None = None
-    pushed: bool = False
-    changed: bool = True
-    profile: Profile|None = None
+    path: str # The path added, relative to the project root
+    md5: str # DVC's hash of the version (`….dir` for a folder)
+    size: int|None # Its size in bytes
+    nfiles: int|None = None # How many files (a folder)
+    commit: str|None = None # The commit that records the `.dvc` file (None: not committed)
+    tag: str|None = None # The git tag on that commit
+    pushed: bool = False # Did the version reach the default remote?
+    changed: bool = True # Is it a new version (False: the content was already the recorded one)?
+    profile: mlnb.quality.Profile|None = None # The table's profile (tables up to `data.profile_max_mb`)
     def __str__(self):
         what = "new version" if self.changed else "unchanged"
         bits = [f"{self.path}: {what} md5 {self.md5[:12]}", f"size {_size(self.size)}"]
@@ -367,8 +369,8 @@ def add(path:str|Path, # A file or folder inside the project
 @dataclass
 class DataStatus:
     "Tracked paths with their state (`clean`, `modified`, `deleted`, `not in cache`, ...) and git state of their `.dvc` file; `dvc` is DVC's raw status."
-    rows: list[dict]
-    dvc: dict
+    rows: list[dict] # One per tracked path: `path`, `state`, `git`, `md5`, `size`
+    dvc: dict # What `dvc status` says (empty when the data matches every `.dvc` file)
     @property
     def clean(self) -> bool:
         "Does every tracked path match its `.dvc` file, with every `.dvc` file committed?"
@@ -420,17 +422,20 @@ def status(root:str|Path|None=None, # The project (default: the one at the curre
 @dataclass
 class Version:
     "One version of a path: the commit, its tags, date, size, DVC hash and message."
-    rev: str
-    tags: list[str]
-    date: str
-    size: int|None
-    md5: str
-    message: str
-    nfiles: int|None = None
+    rev: str # The commit (`workspace` for a `.dvc` file not committed yet)
+    tags: list[str] # Git tags on that commit
+    date: str # The commit's author date, ISO 8601
+    size: int|None # The size in bytes
+    md5: str # DVC's hash of the version
+    message: str # The commit's subject
+    nfiles: int|None = None # How many files (a folder)
 
 class DataLog(list):
     "The versions of `path`, newest first."
-    def __init__(self, path:str, versions:list[Version]): super().__init__(versions); self.path = path
+    def __init__(self,
+                 path:str, # The path, relative to the project root
+                 versions:list[Version], # Its versions, newest first
+                ): super().__init__(versions); self.path = path
     def _rows(self):
         return [dict(rev=v.rev[:8] if v.rev != 'workspace' else v.rev, tag=', '.join(v.tags), date=v.date[:19].replace('T', ' '),
                      size=_size(v.size) + (f" ({v.nfiles} files)" if v.nfiles else ''), md5=v.md5[:12], message=v.message) for v in self]
@@ -548,9 +553,9 @@ def load(spec:str, # `PATH` or `PATH@REV`, e.g. `data/train.csv@v1`
 @dataclass
 class CheckoutResult:
     "The path restored, the version and its hash."
-    path: str
-    rev: str
-    md5: str
+    path: str # The path restored, relative to the project root
+    rev: str # The version asked for (`workspace`: the one its `.dvc` file records)
+    md5: str # DVC's hash of that version
     def __str__(self): return f"{self.path}: restored {self.rev} (md5 {self.md5[:12]}); commit {self.path}.dvc to keep it"
     __repr__ = __str__
     def _repr_html_(self): return html_table([asdict(self)], caption="data checkout")
@@ -615,20 +620,20 @@ def checkout(spec:str, # `PATH@REV`: the version to restore (`PATH` alone: the o
 @dataclass
 class DataDiff:
     "The difference between versions `a` and `b` of a path."
-    a: str
-    b: str
-    table: bool
-    rows_a: int|None = None
-    rows_b: int|None = None
-    rows_added: int = 0
-    rows_removed: int = 0
-    columns_added: list = field(default_factory=list)
-    columns_removed: list = field(default_factory=list)
-    columns_retyped: list = field(default_factory=list)  # (column, dtype in a, dtype in b)
-    stats: list = field(default_factory=list)  # dict(column, stat, a, b)
-    files: dict = field(default_factory=dict)  # DVC's diff for files and folders
-    md5_a: str|None = None
-    md5_b: str|None = None
+    a: str # The first version, `PATH@REV`
+    b: str # The second version, `PATH@REV`
+    table: bool # Were both read as tables (else compared as files and folders)?
+    rows_a: int|None = None # Rows in `a`
+    rows_b: int|None = None # Rows in `b`
+    rows_added: int = 0 # Rows in `b` and not in `a` (compared on the common columns, with multiplicity)
+    rows_removed: int = 0 # Rows in `a` and not in `b`
+    columns_added: list = field(default_factory=list) # Columns only in `b`
+    columns_removed: list = field(default_factory=list) # Columns only in `a`
+    columns_retyped: list = field(default_factory=list) # (column, dtype in a, dtype in b)
+    stats: list = field(default_factory=list) # dict(column, stat, a, b) for each stat that changed
+    files: dict = field(default_factory=dict) # For folders: the files `added`, `deleted`, `modified`
+    md5_a: str|None = None # DVC's hash of `a` (None: a workspace folder)
+    md5_b: str|None = None # DVC's hash of `b`
     @property
     def same(self) -> bool: return self.md5_a == self.md5_b
     def summary(self) -> list[str]:

@@ -34,7 +34,11 @@ setting("quality.max_categories", 50, "A text (or integer) column with at most t
 
 class QualityError(MlnbError):
     "Data failed the quality gate; `findings` holds what was found."
-    def __init__(self, message, hint=None, findings=None): super().__init__(message, hint); self.findings = findings
+    def __init__(self,
+                 message:str, # One line: how many errors, and which
+                 hint:str|None=None, # What to do about it
+                 findings:list|None=None, # The `Findings`: everything the gate found
+                ): super().__init__(message, hint); self.findings = findings
 
 class RulesError(MlnbError):
     "A reference (`against=`) that is neither a profile, rules, nor a table version."
@@ -54,7 +58,9 @@ def _py(v):
     if isinstance(v, float) and not math.isfinite(v): return None
     return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
 
-def text_table(rows:list[dict], columns:list[str]) -> str:
+def text_table(rows:list[dict], # The rows, each a dict
+               columns:list[str], # The keys to show, in order (the header)
+              ) -> str:
     "Rows as an aligned plain-text table (what the CLI prints)."
     cells = [[str(r.get(c, '')) for c in columns] for r in rows]
     w = [max(len(c), *(len(x[i]) for x in cells)) for i, c in enumerate(columns)]
@@ -64,11 +70,11 @@ def text_table(rows:list[dict], columns:list[str]) -> str:
 @dataclass
 class Profile:
     "A table's profile: `rows`, per-column stats in `columns`, the share of duplicate rows; `source`/`md5` name the version."
-    rows: int
-    columns: dict
-    duplicate_rate: float = 0.0
-    source: str|None = None
-    md5: str|None = None
+    rows: int # How many rows
+    columns: dict # Per column: `family`, `dtype`, `null_rate`, and min/max/quantiles or category counts
+    duplicate_rate: float = 0.0 # The share of rows that repeat an earlier row
+    source: str|None = None # What was profiled, e.g. `data/train.csv@v1`
+    md5: str|None = None # DVC's hash of that version
     def to_json(self) -> str: return json.dumps(asdict(self), indent=1)
     @classmethod
     def from_json(cls, text:str) -> Profile: return cls(**json.loads(text))
@@ -135,11 +141,11 @@ def profile(df, # A pandas DataFrame
 @dataclass
 class Finding:
     "One thing the gate found: the `column` (None for the whole table), the `rule`, what was `observed` vs `expected`, the `severity`."
-    column: str|None
-    rule: str
-    observed: Any
-    expected: Any
-    severity: str = 'error'
+    column: str|None # The column (None: the whole table)
+    rule: str # `schema`, `nulls`, `range`, `categories`, `duplicates` or `imbalance`
+    observed: Any # What the data shows
+    expected: Any # What the reference allows
+    severity: str = 'error' # `error` (refused) or `warn`
     def line(self) -> str: return f"{self.column or '(table)'}: {self.rule}: observed {self.observed}, expected {self.expected}"
     def __str__(self): return f"[{self.severity}] {self.line()}"
 

@@ -18,7 +18,8 @@ def _bar(frac:float, color:str="var(--jp-brand-color1,#1976d2)", width:int=80) -
     return (f"<div style='display:inline-block;width:{width}px;height:8px;background:var(--jp-layout-color3,#ddd)'>"
             f"<div style='width:{frac*100:.1f}%;height:8px;background:{color}'></div></div>")
 
-def profile_html(prof) -> str:
+def profile_html(prof, # A `mlnb.quality.Profile`
+                ) -> str:
     "A `Profile` as a table with a null-rate bar per column and bars for its most frequent categories."
     rows = []
     for c, s in prof.columns.items():
@@ -48,6 +49,8 @@ class DataView(LiveView):
         steps = [e for e in self.events if e.kind.startswith('data.')]
         return ''.join(f"<div>⋯ {html.escape(e.msg)}</div>" for e in steps[-10:])
 
-def make_view(args, ctx) -> DataView:
+def make_view(args, # The parsed arguments of `%mlnb data ...`
+              ctx, # The verb's context (`mlnb.core.VerbContext`)
+             ) -> DataView:
     "The live view `%mlnb data SUB ...` shows."
     return DataView(title=f"data {args.sub}")
