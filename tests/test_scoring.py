@@ -171,10 +171,10 @@ def test_bad_input_is_one_line(env, args, code, msg):
     assert not (prj.root/'o.csv').exists()
 
 
-def test_magic_scores_a_dataframe(env, ip):
+def test_magic_scores_a_dataframe(env, ip, monkeypatch):
     import pandas as pd
     prj, X = env['prj'], env['X']
-    os.chdir(prj.root)
+    monkeypatch.chdir(prj.root)
     ip.user_ns['df'] = X
     r = ip.run_line_magic('mlnb', 'predict cancer df --out magic.csv --chunk-size 250')
     assert r.rows == len(X) and r.chunks == 3
