@@ -347,9 +347,13 @@ def param_importances(trials:list, # Trial dicts (`state`, `value`, `params`), a
                       space:dict|None=None, # The searched `Param`s by name (default: ranges read from the trials)
                       n_trees:int=16, # Trees of the fANOVA forest
                       max_depth:int=6, # Their depth
+                      max_trials:int=2000, # Fit on at most this many complete trials (a seeded sample of a bigger study)
                      ) -> dict[str, float]:
     "Each parameter's share of the value's variance over the complete trials (fANOVA; highest first, summing to 1)."
     done = _finished(trials)
+    if len(done) > max_trials:
+        import random
+        done = random.Random(0).sample(done, max_trials)
     axes = _axes(done, space)
     if len(done) < 2 or not axes: return {}
     if len(axes) == 1: return {next(iter(axes)): 1.0}
@@ -385,6 +389,7 @@ def history_svg(trials:list, # Trial dicts, as in `TuneResult.trials`
                 direction:str='minimize', # Which way is better
                 w:int=360, # SVG width in px
                 h:int=160, # SVG height in px
+                max_points:int=400, # Draw at most this many trials' dots, spread over the study
                ) -> str:
     "The optimisation history as inline SVG: each complete trial's value, and the best so far (empty before 2 complete trials)."
     pts = [(t['number'], t['value']) for t in sorted(_finished(trials), key=lambda t: t['number'])]
@@ -396,9 +401,14 @@ def history_svg(trials:list, # Trial dicts, as in `TuneResult.trials`
     X = lambda x: 30 + (x - x0) / (x1 - x0) * (w - 40)
     Y = lambda y: h - 20 - (y - y0) / (y1 - y0) * (h - 30)
     best, b = [], None
-    for x, y in pts:
-        b = y if b is None else (min(b, y) if direction == 'minimize' else max(b, y))
-        best.append(f"{X(x):.1f},{Y(b):.1f}")
+    for x, y in pts:  # the best-so-far line: a step at each improvement
+        nb = y if b is None else (min(b, y) if direction == 'minimize' else max(b, y))
+        if nb != b:
+            if b is not None: best.append(f"{X(x):.1f},{Y(b):.1f}")
+            best.append(f"{X(x):.1f},{Y(nb):.1f}")
+            b = nb
+    best.append(f"{X(pts[-1][0]):.1f},{Y(b):.1f}")
+    if len(pts) > max_points: pts = [pts[round(i * (len(pts) - 1) / (max_points - 1))] for i in range(max_points)]
     dots = ''.join(f"<circle cx='{X(x):.1f}' cy='{Y(y):.1f}' r='2' fill='currentColor' opacity='0.45'/>" for x, y in pts)
     return (f"<svg {_SVG} class='mlnb-history' width='{w}' height='{h}'>"
             f"<text x='30' y='12' font-size='11' fill='currentColor'>{_esc(metric, 30)} per trial; line: best so far</text>{dots}"
@@ -902,9 +912,10 @@ def _optimize_procs(st, url, objective, space, fixed, metric, n_trials, timeout,
     try:
         while True:
             alive = [p for p in procs if p.is_alive()]
+            t0 = time.perf_counter()
             _report_new(st, done, metric, best)
             if not alive: break
-            alive[0].join(0.5)
+            alive[0].join(max(0.5, 10 * (time.perf_counter() - t0)))  # a big study on a remote database: look less often
     except BaseException:
         for p in procs:
             if p.is_alive(): p.terminate()
