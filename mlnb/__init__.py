@@ -7,7 +7,7 @@ _API = {
     'explain': 'explainer', 'fairness': 'explainer', 'card': 'cards',
     'MlnbError': 'core', 'emit': 'core', 'events': 'core',
     'settings': 'config', 'find_project': 'config', 'Project': 'config',
-    'run': 'track', 'log': 'track', 'log_params': 'track', 'log_artifact': 'track', 'log_figure': 'track', 'set_tags': 'track', 'active_run': 'track', 'runs': 'track', 'sync': 'logger',
+    'run': 'track', 'log': 'track', 'log_params': 'track', 'log_artifact': 'track', 'log_figure': 'track', 'set_tags': 'track', 'log_dataset': 'track', 'active_run': 'track', 'runs': 'track', 'sync': 'logger',
     'register': 'registry', 'promote': 'registry', 'rollback': 'registry', 'list_models': 'registry', 'Gate': 'registry',
     'serve': 'serving', 'served_log': 'batching', 'served_performance': 'batching', 'audit_log': 'audit',
     'init': 'project', 'quickstart': 'demo', 'use_template': 'templates',

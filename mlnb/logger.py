@@ -111,8 +111,15 @@ def write_batch(rec:dict, # A batch: `uri`, `run_id`, `metrics`, `params`, `tags
         if ms or ps or ts:
             c.log_batch(run_id, metrics=[Metric(k, v, int(t), int(s)) for k, v, t, s in ms],
                         params=[Param(k, v) for k, v in ps], tags=[RunTag(k, v) for k, v in ts], synchronous=True)
+    if rec.get('inputs'): c.log_inputs(run_id, datasets=[_dataset_input(d) for d in rec['inputs']])
     if rec.get('end'): c.set_terminated(run_id, status=rec['end'][0], end_time=int(rec['end'][1]))
     return len(rec.get('metrics') or [])
+
+def _dataset_input(d:dict):
+    "An MLflow `DatasetInput` from a batch's `inputs` entry (`name`, `digest`, `source_type`, `source`, `schema`, `profile`, `context`)."
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    ds = Dataset(d['name'], d['digest'], d['source_type'], d['source'], d.get('schema'), d.get('profile'))
+    return DatasetInput(ds, tags=[InputTag('mlflow.data.context', d['context'])] if d.get('context') else [])
 
 _SEQ = itertools.count()
 
@@ -240,10 +247,10 @@ class MetricBuffer:
 
     def op(self,
            target:tuple, # The run: `(uri, spool_dir, run_id)`
-           kind:str, # `'param'`, `'tag'` or `'end'`
-           *payload, # (key, value) or (status, end_ms)
+           kind:str, # `'param'`, `'tag'`, `'input'` or `'end'`
+           *payload, # (key, value), (dataset,) or (status, end_ms)
           ):
-        "Queue a `'param'`/`'tag'` (key, value) or the run's `'end'` (status, end_ms)."
+        "Queue a `'param'`/`'tag'` (key, value), an `'input'` (a dataset dict) or the run's `'end'` (status, end_ms)."
         self._ops.append((target, kind, payload))
 
     def start(self):
@@ -273,7 +280,7 @@ class MetricBuffer:
         ms = [self._metrics.popleft() for _ in range(len(self._metrics))]
         recs = {}
         def rec(target):
-            if target not in recs: recs[target] = dict(uri=target[0], run_id=target[2], metrics=[], params={}, tags={}, end=None)
+            if target not in recs: recs[target] = dict(uri=target[0], run_id=target[2], metrics=[], params={}, tags={}, inputs=[], end=None)
             return recs[target]
         vals = to_floats([m[2] for m in ms])
         moved = {m[1] for m in ms if len(m) > 5 and m[2]._version != m[5]} - self._moved
@@ -286,6 +293,7 @@ class MetricBuffer:
             r = rec(target)
             if kind == 'param': r['params'][payload[0]] = payload[1]
             elif kind == 'tag': r['tags'][payload[0]] = payload[1]
+            elif kind == 'input': r['inputs'].append(payload[0])
             elif kind == 'end': r['end'] = list(payload)
         return [(t[1], r) for t, r in recs.items()]
 

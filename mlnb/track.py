@@ -11,13 +11,13 @@ import traceback as _tb
 from pathlib import Path
 from .core import MlnbError, MlnbUsageError, emit, events, html_table, need, verb
 from .config import Project, find_project, setting
-from .logger import EXIT_HOOKS, MetricError, StoreError, buffer, metric_value, mlflow_client
+from .logger import EXIT_HOOKS, MetricError, StoreError, _alive, buffer, metric_value, mlflow_client
 
 # %% auto #0
 __all__ = ['NoActiveRun', 'ArtifactError', 'active_run', 'git_info', 'notebook_path', 'pip_freeze', 'versions', 'dvc_hashes',
            'tag_key', 'system_sample', 'SystemMonitor', 'Run', 'Terminated', 'run', 'log', 'log_params', 'set_tags',
-           'log_artifact', 'log_figure', 'parse_tags', 'run_cell', 'track', 'RunsTable', 'svg_curves', 'RunsComparison',
-           'runs']
+           'log_dataset', 'log_artifact', 'log_figure', 'parse_tags', 'run_cell', 'track', 'RunsTable', 'svg_curves',
+           'RunsComparison', 'runs']
 
 # %% ../nbs/10_track.ipynb #23e80174
 setting("tracking.system_interval", 10.0, "Seconds between samples of system metrics (CPU, RAM, GPU) during a run; 0 turns them off")
@@ -141,12 +141,13 @@ class SystemMonitor:
     def __init__(self,
                  run, # The `Run` the samples are logged to
                  interval:float, # Seconds between samples
+                 step:int=0, # The first sample's step (a resumed run continues its own)
                 ):
-        self.run, self.interval, self._stop = run, interval, threading.Event()
+        self.run, self.interval, self.step, self._stop = run, interval, step, threading.Event()
         self._thread = threading.Thread(target=self._loop, name='mlnb-system-metrics', daemon=True)
     def start(self): self._thread.start(); return self
     def _loop(self):
-        step = 0
+        step = self.step
         while True:
             try: self.run.log(system_sample(), step=step)
             except Exception: return
@@ -183,6 +184,21 @@ def _experiment_id(c, prj:Project, name:str, create:bool=True) -> str:
         if exp is None: raise
         return exp.experiment_id
 
+def _resolve_runs(c, ids:list[str], exp_ids:list[str]) -> list:
+    out = []
+    recent = None
+    for i in ids:
+        if re.fullmatch(r"[0-9a-f]{32}", i):
+            try: out.append(c.get_run(i)); continue
+            except Exception: pass
+        if recent is None: recent = c.search_runs(exp_ids, max_results=1000) if exp_ids else []
+        hit = [r for r in recent if r.info.run_id.startswith(i)] if len(i) >= 4 else []
+        if len(hit) != 1:
+            raise MlnbUsageError(f"{'no' if not hit else 'more than one'} run with id '{i}'",
+                                 hint="give a longer prefix" if hit else "`mlnb runs` lists the run ids")
+        out.append(hit[0])
+    return out
+
 def _pstr(v) -> str:
     s = v if isinstance(v, str) else repr(v)
     lim = 6000 if isinstance(v, (str, int, float, bool)) or v is None else 250
@@ -198,8 +214,9 @@ class Run:
                  nested:bool|None=None, # Nest in the active run: None (when one is active), True, or False (never)
                  project:str|Path|Project|None=None, # The project (default: the one at the current directory)
                  namespace:dict|None=None, # The notebook's namespace, to find the notebook's path
+                 resume:str|None=None, # The id (or a unique prefix) of an existing run to reopen instead of a new run
                 ):
-        self.experiment, self.name, self.nested, self.namespace = experiment, name, nested, namespace
+        self.experiment, self.name, self.nested, self.namespace, self.resume = experiment, name, nested, namespace, resume
         self._init_params, self._init_tags, self._project = dict(params or {}), dict(tags or {}), project
         self.id = self.status = self.parent = self.project = None
         self.params, self.tags, self.datasets = {}, {}, {}
@@ -216,6 +233,7 @@ class Run:
         uri = prj.tracking_uri
         _reachable(uri)
         c = mlflow_client(uri)
+        if self.resume: return self._reopen(c, prj)
         self.experiment = self.experiment or (self.parent.experiment if self.parent is not None else prj.settings['tracking.experiment'])
         try: exp_id = _experiment_id(c, prj, self.experiment)
         except MlnbError: raise
@@ -232,22 +250,56 @@ class Run:
         try: info = c.create_run(exp_id, run_name=self.name, tags=tags).info
         except Exception as e: raise StoreError(f"cannot create a run in {uri}: {str(e).splitlines()[0][:200]}",
                                                 hint="check that the tracking store is up and not locked") from None
-        self.id, self.name, self.status, self.tags = info.run_id, info.run_name, 'RUNNING', tags
-        self._target, self._buf = (uri, str(prj.dir/'spool'), self.id), buffer()
+        self.id, self.name, self.tags = info.run_id, info.run_name, tags
+        return self._open(nb, lineage=prj.settings['tracking.lineage'])
+
+    def _open(self, nb, lineage:bool, system_step:int=0, verb='started'):
+        "Make the run the active one: the buffer, the hooks, its first params, lineage and the system sampler."
+        prj = self.project
+        self.status, self._target, self._buf = 'RUNNING', (prj.tracking_uri, str(prj.dir/'spool'), self.id), buffer()
         self._append = self._buf.append
         _install_hooks()
         _STACK.append(self)
         try:
             if self._init_params: self.log_params(self._init_params)
-            if prj.settings['tracking.lineage']:
+            if lineage:
                 self._lineage = threading.Thread(target=self._record_lineage, args=(nb,), name='mlnb-lineage', daemon=True)
                 self._lineage.start()
             iv = prj.settings['tracking.system_interval']
-            if iv > 0 and self.parent is None: self._monitor = SystemMonitor(self, iv).start()
+            if iv > 0 and self.parent is None: self._monitor = SystemMonitor(self, iv, system_step).start()
         except BaseException as e:
             self.end('FAILED', exc=e); raise
-        emit('track.start', msg=f"run '{self.name}' ({self.id[:8]}) started in experiment '{self.experiment}'",
+        emit('track.start', msg=f"run '{self.name}' ({self.id[:8]}) {verb} in experiment '{self.experiment}'",
              run_id=self.id, experiment=self.experiment, name=self.name)
+        return self
+
+    def _reopen(self, c, prj:Project) -> Run:
+        "Reopen the existing run `self.resume`: its params stay fixed, metrics without a step continue its steps."
+        from mlflow.entities import ViewType
+        rid = str(self.resume)
+        exp_ids = [e.experiment_id for e in c.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
+        try: r = _resolve_runs(c, [rid], exp_ids)[0]
+        except MlnbError: raise
+        except Exception as e: raise StoreError(f"cannot read run '{rid}' from {prj.tracking_uri}: {str(e).splitlines()[0][:200]}",
+                                                hint="check that the tracking store is up and not locked") from None
+        i, t = r.info, r.data.tags
+        if i.lifecycle_stage == 'deleted': raise MlnbUsageError(f"run {i.run_id[:8]} is deleted", hint="restore it with `mlflow runs restore` or start a new run")
+        if (i.status == 'RUNNING' and t.get('mlnb.host') == socket.gethostname() and t.get('mlnb.pid', '').isdigit()
+                and int(t['mlnb.pid']) != os.getpid() and _alive(int(t['mlnb.pid']), i.start_time)):
+            raise MlnbUsageError(f"run {i.run_id[:8]} is open in process {t['mlnb.pid']}", hint="end it there first, or start a new run")
+        exp = c.get_experiment(i.experiment_id).name
+        if self.experiment and self.experiment != exp:
+            raise MlnbUsageError(f"run {i.run_id[:8]} belongs to experiment '{exp}', not '{self.experiment}'", hint="leave out the experiment when resuming")
+        self.id, self.name, self.experiment = i.run_id, i.run_name, exp
+        self.params, self.tags = dict(r.data.params), dict(t)
+        last = {k: max((m.step for m in c.get_metric_history(i.run_id, k)), default=-1) for k in r.data.metrics}
+        self._steps = {k: s + 1 for k, s in last.items()}
+        c.update_run(i.run_id, status='RUNNING')
+        n = int(t.get('mlnb.resumes', '0') or 0) + 1 if str(t.get('mlnb.resumes', '0')).isdigit() else 1
+        self._open(None, lineage=False, verb='resumed',
+                   system_step=max([s + 1 for k, s in last.items() if k.startswith('system/')], default=0))
+        self.set_tags({'mlnb.pid': str(os.getpid()), 'mlnb.host': socket.gethostname(), 'mlnb.resumes': str(n)})
+        if self._init_tags: self.set_tags(self._init_tags)
         return self
 
     def _record_lineage(self, nb):
@@ -358,6 +410,27 @@ class Run:
             k = tag_key(k); v = str(v)[:8000]
             self.tags[k] = v; self._buf.op(self._target, 'tag', k, v)
 
+    def log_dataset(self,
+                    path:str, # The dataset's path in the project, e.g. `data/train.csv`
+                    rev:str|None=None, # Its version: a git rev or tag, or `workspace`
+                    md5:str|None=None, # Its content hash (DVC's md5); the dataset's digest in MLflow
+                    rows:int|None=None, # Its number of rows
+                    commit:str|None=None, # The git commit of `rev`
+                    columns:dict|None=None, # `{column: dtype}`, recorded as the dataset's schema
+                    context:str='training', # What the run used it for: `training`, `validation`, `test`, ...
+                   ):
+        "Record a dataset version as an MLflow dataset input of the run (the *Datasets used* of MLflow's UI) and a tag `mlnb.data.<path>`."
+        self._check_open()
+        path = str(path)
+        self.datasets[path] = dict(rev=rev, md5=md5, rows=rows)
+        self.set_tags({f"mlnb.data.{path}": ' '.join(str(x) for x in (rev, md5) if x is not None)})
+        digest = (md5 or __import__('hashlib').md5(f"{path}@{rev}@{commit}".encode()).hexdigest())[:36]
+        src = {'uri': path, **{k: v for k, v in dict(rev=rev, commit=commit).items() if v is not None}}
+        ds = dict(name=path, digest=digest, source_type='local', source=json.dumps(src), context=context,
+                  profile=json.dumps({'num_rows': rows}) if rows is not None else None,
+                  schema=json.dumps({'mlflow_colspec': [{'name': str(k), 'type': _colspec(v)} for k, v in columns.items()]}) if columns else None)
+        self._buf.op(self._target, 'input', ds)
+
     def log_artifact(self, path:str|Path, # A file or a folder
                      artifact_path:str|None=None, # Folder inside the run's artifacts
                     ):
@@ -417,9 +490,10 @@ def run(experiment:str|None=None, # MLflow experiment (created if new; default: 
         tags:dict|None=None, # Tags set at the start
         nested:bool|None=None, # Nest in the active run: None (when one is active), True, or False
         project:str|Path|Project|None=None, # The project (default: the current directory's)
+        resume:str|None=None, # Reopen this existing run (its id or a unique prefix) instead of starting a new one
        ) -> Run:
-    "A new run for a `with` block: `with mlnb.run(experiment='e', params={'lr': lr}) as run: ...`."
-    return Run(experiment, name, params, tags, nested, project)
+    "A new run for a `with` block: `with mlnb.run(experiment='e', params={'lr': lr}) as run: ...`; `resume=ID` reopens a run."
+    return Run(experiment, name, params, tags, nested, project, resume=resume)
 
 def _active(what):
     if not _STACK: raise NoActiveRun(f"`mlnb.{what}` needs an open run", hint="call it inside `with mlnb.run(...):` or a `%%mlnb track` cell")
@@ -449,6 +523,24 @@ def set_tags(tags:dict|None=None, /, # Tags as a dict
     "Set tags on the active run."
     _active('set_tags').set_tags(tags, **kw)
 
+def log_dataset(path:str, # The dataset's path in the project, e.g. `data/train.csv`
+                rev:str|None=None, # Its version: a git rev or tag, or `workspace`
+                md5:str|None=None, # Its content hash (DVC's md5)
+                rows:int|None=None, # Its number of rows
+                commit:str|None=None, # The git commit of `rev`
+                columns:dict|None=None, # `{column: dtype}`, recorded as the dataset's schema
+                context:str='training', # What the run used it for: `training`, `validation`, `test`, ...
+               ):
+    "Record a dataset version as an MLflow dataset input of the active run (`mlnb.data.load` does it through its `data.loaded` event)."
+    _active('log_dataset').log_dataset(path, rev, md5, rows, commit, columns, context)
+
+def _colspec(dtype) -> str:
+    "MLflow's colspec type for a pandas/numpy dtype name."
+    d = str(dtype).lower()
+    for pre, t in (('bool', 'boolean'), ('int', 'long'), ('uint', 'long'), ('float', 'double'), ('datetime', 'datetime')):
+        if d.startswith(pre): return t
+    return 'string'
+
 def log_artifact(path:str|Path, # A file or a folder
                  artifact_path:str|None=None, # Folder inside the run's artifacts
                 ):
@@ -474,10 +566,8 @@ def _on_data(ev):
     r = active_run()
     if r is None or r.status != 'RUNNING': return
     d = ev.data
-    path = str(d.get('path', ''))
-    if not path: return
-    r.datasets[path] = {k: d.get(k) for k in ('rev', 'md5', 'rows')}
-    r.set_tags({f"mlnb.data.{path}": ' '.join(str(d[k]) for k in ('rev', 'md5') if d.get(k) is not None)})
+    if not d.get('path'): return
+    r.log_dataset(str(d['path']), **{k: d.get(k) for k in ('rev', 'md5', 'rows', 'commit', 'columns', 'context') if d.get(k) is not None})
 
 def _install_hooks():
     global _HOOKED
@@ -525,6 +615,7 @@ def track(code:str, # The cell body
           name:str|None=None, # The run's name
           params:list[str]|None=None, # Names of notebook variables to log as params
           tags:dict|None=None, # Tags set at the start
+          resume:str|None=None, # Reopen this existing run instead of starting a new one
          ) -> Run:
     "Run `code` as one mlnb run, with the values of the variables named in `params` logged as params."
     missing = [p for p in params or [] if p.split('.')[0] not in ns]
@@ -533,7 +624,7 @@ def track(code:str, # The cell body
     from mlnb.core import VerbContext
     ctx = VerbContext(namespace=ns, face='magic')
     pv = {p: ctx.resolve(p, required=True) for p in params or []}
-    with Run(experiment, name, pv, tags, namespace=ns) as r: run_cell(code, ns)
+    with Run(experiment, name, pv, tags, namespace=ns, resume=resume) as r: run_cell(code, ns)
     return r
 
 def _track_args(p):
@@ -541,13 +632,14 @@ def _track_args(p):
     p.add_argument("--name", "-n", help="the run's name")
     p.add_argument("--params", "-p", help="comma-separated notebook variables to log as params: lr,epochs")
     p.add_argument("--tags", "-t", help="comma-separated key=value tags")
+    p.add_argument("--resume", "-r", metavar="RUN_ID", help="reopen this run (id or unique prefix) instead of starting a new one")
 
 @verb("track", "run a notebook cell as an MLflow run (%%mlnb track): FINISHED, FAILED with traceback, or KILLED", _track_args, cell=True)
 def _track_verb(args, ctx):
     if ctx.cell is None or ctx.namespace is None:
         raise MlnbUsageError("`track` runs a notebook cell: put `%%mlnb track ...` on the first line of the cell",
                              hint="in Python use `with mlnb.run(...) as run:`")
-    return track(ctx.cell, ctx.namespace, args.experiment, args.name, _split(args.params), parse_tags(args.tags))
+    return track(ctx.cell, ctx.namespace, args.experiment, args.name, _split(args.params), parse_tags(args.tags), args.resume)
 
 # %% ../nbs/10_track.ipynb #4b1f6a6e
 def _dur(info) -> str:
@@ -653,21 +745,6 @@ class RunsComparison:
         charts = ''.join(svg_curves(k, {r[:8]: v for r, v in c.items()}) for k, c in self.curves.items())
         return (self.table._repr_html_() + html_table(prow, ['param'] + runs, caption="params (≠ differs)")
                 + f"<div class='mlnb-curves' style='display:flex;flex-wrap:wrap;gap:8px'>{charts}</div>")
-
-def _resolve_runs(c, ids:list[str], exp_ids:list[str]) -> list:
-    out = []
-    recent = None
-    for i in ids:
-        if re.fullmatch(r"[0-9a-f]{32}", i):
-            try: out.append(c.get_run(i)); continue
-            except Exception: pass
-        if recent is None: recent = c.search_runs(exp_ids, max_results=1000) if exp_ids else []
-        hit = [r for r in recent if r.info.run_id.startswith(i)] if len(i) >= 4 else []
-        if len(hit) != 1:
-            raise MlnbUsageError(f"{'no' if not hit else 'more than one'} run with id '{i}'",
-                                 hint="give a longer prefix" if hit else "`mlnb runs` lists the run ids")
-        out.append(hit[0])
-    return out
 
 def runs(experiment:str|None=None, # Only this experiment's runs (default: every experiment)
          compare:list[str]|None=None, # Two or more run ids (or unique prefixes of 4+ characters) to compare
