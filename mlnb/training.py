@@ -1062,14 +1062,40 @@ def _free_port() -> int:
     import socket
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
-def _ddp_worker(model, ds, vs, c, root, tok, out):
+class _Forward:
+    "Sends a DDP process's events to the notebook's process; `tick` events at most every `interval` s, the last one always."
+    def __init__(self, q, interval:float=0.1): self.q, self.interval, self.last, self.held = q, interval, -1e9, None
+    def __call__(self, ev):
+        if ev.kind == 'train.end': return  # the parent announces the end, with the result in hand
+        if ev.data.get('tick'):
+            now = time.monotonic()
+            if now - self.last < self.interval: self.held = ev; return
+            self.last = now
+        elif self.held is not None: self._send(self.held)  # the step before an epoch's end or a checkpoint
+        self.held = None
+        self._send(ev)
+    def _send(self, ev):
+        import pickle
+        try: self.q.put_nowait(pickle.dumps((ev.kind, {k: str(v) if k == 'msg' else v for k, v in ev.data.items()})))
+        except Exception: pass  # a payload that does not pickle is not worth a failed run
+    def close(self):
+        if self.held is not None: self._send(self.held); self.held = None
+
+def _relay(q):
+    "In the notebook's process: re-emit what the DDP processes sent, until `None`."
+    import pickle
+    while (item := q.get()) is not None:
+        kind, data = pickle.loads(item)
+        emit(kind, **data)
+
+def _ddp_worker(model, ds, vs, c, root, tok, out, q=None):
     import mlnb.logger as L
-    from mlnb.core import TextRenderer
     from mlnb.config import Project
     torch = need('torch')
     L._BUFFER = None  # the parent's flush thread and writer process do not survive the fork
     rank = int(os.environ.get('RANK', '0'))
-    events._subs = [(p, f) for p, f in events._subs if isinstance(f, TextRenderer)] if rank == 0 else []
+    fwd = _Forward(q) if q is not None and rank == 0 else None
+    events._subs = [('*', fwd)] if fwd is not None else []  # the notebook's views and renderers live in the parent
     o = _fit(model, ds, vs, c, Project(root), distributed=True)
     if o['main']:
         r = _finish(o, c, tok, c['ckpt_path'])
@@ -1077,6 +1103,7 @@ def _ddp_worker(model, ds, vs, c, root, tok, out):
                         history=r.history, steps=r.steps, sps=r.samples_per_s, stopped=r.stopped, resumed_from=r.resumed_from,
                         model_uri=r.model_uri), out)
         if L._BUFFER is not None: L._BUFFER.close()
+    if fwd is not None: fwd.close()
 
 def _train_ddp(model, ds, vs, c, project, n, tok) -> TrainResult:
     import tempfile
@@ -1086,13 +1113,19 @@ def _train_ddp(model, ds, vs, c, project, n, tok) -> TrainResult:
         raise TrainError(f"gpus={n} but {torch.cuda.device_count()} CUDA device(s) are here", hint=f"use gpus={torch.cuda.device_count()} or fewer")
     if c['compile']: raise TrainError("compile=True is not supported with gpus>1 yet", hint="drop compile or train on one device")
     _reset_accelerate()
+    import multiprocessing
+    q = multiprocessing.get_context('fork').Queue()  # Accelerate's launcher forks: process 0 sends its events here
+    relay = threading.Thread(target=_relay, args=(q,), name='mlnb-ddp-events', daemon=True)
+    relay.start()
     with tempfile.TemporaryDirectory() as d:
         out = Path(d)/'result.pt'
-        try: notebook_launcher(_ddp_worker, (model, ds, vs, c, str(project.root), tok, str(out)), num_processes=n,
+        try: notebook_launcher(_ddp_worker, (model, ds, vs, c, str(project.root), tok, str(out), q), num_processes=n,
                                mixed_precision=c['mp'], use_port=str(_free_port()))
         except Exception as e:
             msg = str(e)
             raise TrainError(f"a DDP process failed: {msg.splitlines()[-1][:300] if msg else type(e).__name__}", hint="run with gpus=None to see the error in one process") from None
+        finally:
+            q.put(None); relay.join(10); q.close()
         if not out.exists(): raise TrainError("the DDP processes ended without a result", hint="see their output above")
         r = torch.load(out, weights_only=False)
     model.load_state_dict(r['state'])

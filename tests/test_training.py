@@ -223,9 +223,14 @@ def net():
 prj = Project(sys.argv[1])
 kw = dict(val=(X[:128], y[:128]), epochs=2, batch_size=64, lr=1e-2, optimizer='sgd', project=prj, log_model=False, devices='cpu')
 one = train(net(), (X[128:], y[128:]), name='one', **kw)
-two = train(net(), (X[128:], y[128:]), gpus=2, name='two', **kw)
+import os, threading
+from mlnb.core import events
+seen = []  # what the notebook's view would see: events of process 0, relayed into this process
+with events.listening('*', lambda ev: seen.append((ev.kind, ev.data.get('step'), os.getpid(), threading.current_thread() is threading.main_thread()))):
+    two = train(net(), (X[128:], y[128:]), gpus=2, name='two', **kw)
 diff = max((a - b).abs().max().item() for a, b in zip(one.model.state_dict().values(), two.model.state_dict().values()))
-json.dump(dict(one=one.metrics, two=two.metrics, steps=[one.steps, two.steps], diff=diff, runs=[one.run_id, two.run_id], device=two.device), open(sys.argv[2], 'w'))
+json.dump(dict(one=one.metrics, two=two.metrics, steps=[one.steps, two.steps], diff=diff, runs=[one.run_id, two.run_id], device=two.device,
+               seen=seen, pid=os.getpid()), open(sys.argv[2], 'w'))
 '''
 
 def test_ddp_two_cpu_processes_match_one_at_the_same_global_batch(prj, tmp_path):
@@ -238,6 +243,14 @@ def test_ddp_two_cpu_processes_match_one_at_the_same_global_batch(prj, tmp_path)
     assert d['diff'] < 1e-4
     assert all(d['runs']) and d['runs'][0] != d['runs'][1]
     assert len(history(prj, d['runs'][1])) == 12
+    # the DDP processes' progress reaches the calling process (a notebook's live view): relayed by a thread, in order
+    kinds = [k for k, *_ in d['seen']]
+    assert all(pid == d['pid'] for *_, pid, _ in d['seen'])
+    assert kinds[0] == 'track.start' and 'train.start' in kinds and kinds.count('train.epoch') == 2 and kinds[-1] == 'train.end'
+    assert kinds.count('train.end') == 1 and kinds.count('train.checkpoint') == 1
+    steps = [s for k, s, *_ in d['seen'] if k == 'train.step']
+    assert steps and steps == sorted(steps) and steps[-1] == 12
+    assert not all(main for *_, main in d['seen'][:-1])  # relayed from another thread; `train.end` from the caller's
 
 def test_magic_resolves_names_and_returns_the_result(ip, prj, monkeypatch, capsys):
     import pandas as pd
