@@ -1,11 +1,23 @@
 """Serving throughput: `mlnb serve` (micro-batching) against the classic FastAPI tutorial endpoint that calls the model
-once per request, same model, one uvicorn process each, real HTTP load on loopback at concurrency 32.
+once per request, same registered model loaded through MLflow's pyfunc on both sides, one uvicorn process each, real
+HTTP load on loopback at concurrency 32.
 
 Prints one JSON line per case:
 {"bench": "serve", "case": ..., "mlnb": req_per_s, "peer": req_per_s, "unit": "req/s", "ratio": mlnb/peer,
  "mlnb_p95_ms": ..., "peer_p95_ms": ..., "errors": n}
 
-Usage: python benchmarks/serve.py [--requests N] [--repeats R] [--concurrency C] [--case mlp|transformer]
+Cases: `mlp batched vs naive` (a torch MLP, 256 inputs, three hidden layers of 1024) and `transformer batched vs
+naive` (a 2-layer BERT built from a config, hidden 64, sequences of 64 token ids; the Hugging Face module itself, as
+a user logs it with `mlflow.pytorch`).
+
+Robust by design on a shared, loaded machine: both servers of a case run side by side for the whole case; the load
+comes from a separate process (a raw asyncio HTTP/1.1 keep-alive client, so the client is not the bottleneck) that
+sends a fixed number of requests per round; rounds alternate peer/mlnb in ABBA order; `mlnb` and `peer` are medians
+over rounds, `ratio` is the median of the per-pair ratios, p95s are medians of the rounds' p95s, `errors` counts every
+non-200 or failed request of every round.
+
+    python benchmarks/serve.py [--requests 2000] [--repeats 3] [--concurrency 32] [--case mlp|transformer]
+
 mlnb's server runs with the project's settings (serve.max_batch, serve.max_wait_ms, serve.torch_threads, ...);
 MLNB_SERVE_* environment variables change them.
 """
@@ -14,7 +26,7 @@ import os, sys
 # (benchmarks/logging.py) would shadow it, so take the folder off the path before any other import
 _here = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _here]
-import argparse, asyncio, json, os, socket, statistics, subprocess, sys, tempfile, textwrap, time, warnings
+import argparse, json, socket, statistics, subprocess, tempfile, textwrap, time, warnings
 from pathlib import Path
 
 warnings.filterwarnings('ignore')
@@ -38,6 +50,56 @@ PEER = textwrap.dedent('''
     def ready(): return {"ok": True}
 ''')
 
+# The transformer as a user would log it: a Hugging Face module behind a thin wrapper returning the logits tensor
+# (what `mlflow.pytorch`'s pyfunc expects), in a module shipped with the model (`code_paths`).
+TRANSFORMER = textwrap.dedent('''
+    import torch
+    class Logits(torch.nn.Module):
+        "The logits of a Hugging Face sequence classifier, from token ids."
+        def __init__(self, m): super().__init__(); self.m = m
+        def forward(self, ids): return self.m(input_ids=ids, return_dict=False)[0]
+''')
+
+# The load generator, run as its own process: `concurrency` keep-alive connections send `n` POSTs of one body in all.
+LOADGEN = textwrap.dedent(r'''
+    import asyncio, json, sys, time
+    try: import uvloop; uvloop.install()
+    except ImportError: pass
+    host, port, path, body_file, n, conc = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
+    body = open(body_file, 'rb').read()
+    head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    lat, errs, left = [], [], [n]
+    async def conn():
+        r, w = await asyncio.open_connection(host, port)
+        try:
+            while left[0] > 0:
+                left[0] -= 1
+                t = time.perf_counter()
+                w.write(head)
+                status = int((await r.readline()).split()[1])
+                length, chunked = 0, False
+                while (line := await r.readline()) not in (b'\r\n', b''):
+                    k, _, v = line.decode().partition(':')
+                    if k.lower() == 'content-length': length = int(v)
+                    elif k.lower() == 'transfer-encoding' and 'chunked' in v: chunked = True
+                if chunked:
+                    while (size := int((await r.readline()).strip(), 16)): await r.readexactly(size + 2)
+                    await r.readline()
+                else: await r.readexactly(length)
+                lat.append(time.perf_counter() - t)
+                if status != 200: errs.append(status)
+        finally: w.close()
+    async def main():
+        t0 = time.perf_counter()
+        res = await asyncio.gather(*[conn() for _ in range(conc)], return_exceptions=True)
+        return time.perf_counter() - t0, sum(isinstance(x, Exception) for x in res)
+    dt, failed_conns = asyncio.run(main())
+    lat.sort()
+    print(json.dumps({'rps': len(lat) / dt, 'p95_ms': lat[int(0.95 * (len(lat) - 1))] * 1000 if lat else None,
+                      'errors': len(errs) + (n - len(lat)), 'failed_connections': failed_conns}))
+''')
+
 
 def free_port():
     with socket.socket() as s:
@@ -45,29 +107,28 @@ def free_port():
 
 
 def make_models(prj):
-    "A small torch MLP and a small transformer (2-layer BERT from a config, traced), logged and promoted to @champion."
+    "The MLP and the transformer, logged with `mlflow.pytorch` and promoted to @champion; returns an example input of each."
     import mlflow, numpy as np, torch
     from mlflow.models import infer_signature
     from mlnb.registry import register, promote
     mlflow.set_tracking_uri(prj.tracking_uri)
     torch.manual_seed(0)
-    mlp = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256), torch.nn.ReLU(),
-                              torch.nn.Linear(256, 10)).eval()
-    x = np.random.default_rng(0).normal(size=(4, 64)).astype('float32')
+    mlp = torch.nn.Sequential(torch.nn.Linear(256, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 1024), torch.nn.ReLU(),
+                              torch.nn.Linear(1024, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 10)).eval()
+    x = np.random.default_rng(0).normal(size=(4, 256)).astype('float32')
     from transformers import BertConfig, BertForSequenceClassification
-    cfg = BertConfig(vocab_size=1000, hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256,
-                     max_position_embeddings=128, num_labels=2, torchscript=True)
-    bert = BertForSequenceClassification(cfg).eval()
-    class Logits(torch.nn.Module):
-        def __init__(self, m): super().__init__(); self.m = m
-        def forward(self, ids): return self.m(ids)[0]
-    ids = np.random.default_rng(1).integers(1, 1000, size=(4, 32)).astype('int64')
-    with torch.no_grad(): traced = torch.jit.trace(Logits(bert), torch.from_numpy(ids))
-    for name, model, example in (('bench-mlp', mlp, x), ('bench-transformer', traced, ids)):
+    code = prj.root/'bench_transformer.py'; code.write_text(TRANSFORMER)
+    sys.path.insert(0, str(prj.root))
+    from bench_transformer import Logits
+    cfg = BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256,
+                     max_position_embeddings=128, num_labels=2)
+    bert = Logits(BertForSequenceClassification(cfg)).eval()
+    ids = np.random.default_rng(1).integers(1, 1000, size=(4, 64)).astype('int64')
+    for name, model, example, extra in (('bench-mlp', mlp, x, {}), ('bench-transformer', bert, ids, {'code_paths': [str(code)]})):
         with torch.no_grad(): out = model(torch.from_numpy(example)).numpy()
         with mlflow.start_run():
             info = mlflow.pytorch.log_model(model, name='model', signature=infer_signature(example, out),
-                                            pip_requirements=['torch'], serialization_format='pickle')
+                                            pip_requirements=['torch'], serialization_format='pickle', **extra)
         register(info, name, project=prj); promote(name, 1, gate=False, project=prj)
     return {'mlp': (x[0].tolist(), 'float32'), 'transformer': (ids[0].tolist(), 'int64')}
 
@@ -81,7 +142,7 @@ def start(cmd, cwd, env, port):
         try:
             if httpx.get(f'http://127.0.0.1:{port}/ready', timeout=2).status_code == 200: return p
         except httpx.TransportError: pass
-        if time.time() - t0 > 180: p.kill(); raise RuntimeError('server did not start')
+        if time.time() - t0 > 300: p.kill(); raise RuntimeError('server did not start')
         time.sleep(0.2)
 
 
@@ -91,54 +152,20 @@ def stop(p):
     except subprocess.TimeoutExpired: p.kill(); p.wait()
 
 
-async def _post_loop(host, port, path, body, it, lat, errs):
-    "One keep-alive HTTP/1.1 connection sending POSTs while `it` yields (a minimal client: the load must not be the bottleneck)."
-    r, w = await asyncio.open_connection(host, port)
-    head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
-    try:
-        for _ in it:
-            t = time.perf_counter()
-            w.write(head)
-            status = int((await r.readline()).split()[1])
-            length, chunked = 0, False
-            while (line := await r.readline()) not in (b'\r\n', b''):
-                k, _, v = line.decode().partition(':')
-                if k.lower() == 'content-length': length = int(v)
-                if k.lower() == 'transfer-encoding' and 'chunked' in v: chunked = True
-            if chunked:
-                while (size := int((await r.readline()).strip(), 16)): await r.readexactly(size + 2)
-                await r.readline()
-            else: await r.readexactly(length)
-            lat.append(time.perf_counter() - t)
-            if status != 200: errs.append(status)
-    finally: w.close()
-
-
-async def _load(url, payload, n, concurrency):
-    "Send `n` POSTs over `concurrency` keep-alive connections; returns (req/s, p95 ms, errors)."
-    from urllib.parse import urlparse
-    u = urlparse(url)
-    body, it, lat, errs = json.dumps(payload).encode(), iter(range(n)), [], []
-    t0 = time.perf_counter()
-    res = await asyncio.gather(*[_post_loop(u.hostname, u.port, u.path, body, it, lat, errs) for _ in range(concurrency)],
-                               return_exceptions=True)
-    dt = time.perf_counter() - t0
-    errors = len(errs) + sum(isinstance(x, Exception) for x in res) + (n - len(lat) - len(errs) if len(lat) + len(errs) < n else 0)
-    lat.sort()
-    return len(lat) / dt, lat[int(0.95 * (len(lat) - 1))] * 1000, errors
-
-
-def measure(url, payload, n, repeats, concurrency):
-    asyncio.run(_load(url, payload, min(200, n), concurrency))  # warm up
-    runs = [asyncio.run(_load(url, payload, n, concurrency)) for _ in range(repeats)]
-    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs), sum(r[2] for r in runs)
+def load(port, body_file, n, concurrency, cwd) -> dict:
+    "One round: `n` POSTs at `concurrency` from a separate load-generator process."
+    r = subprocess.run([sys.executable, '-c', LOADGEN, '127.0.0.1', str(port), '/predict', str(body_file), str(n), str(concurrency)],
+                       cwd=cwd, capture_output=True, text=True, timeout=900)
+    if r.returncode: raise RuntimeError(f"load generator failed: {r.stderr[-2000:]}")
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    out['errors'] += out.pop('failed_connections')
+    return out
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument('--requests', type=int, default=2000, help='requests per repeat (the transformer case sends half)')
-    ap.add_argument('--repeats', type=int, default=3)
+    ap.add_argument('--requests', type=int, default=2000, help='requests per round (the transformer case sends half)')
+    ap.add_argument('--repeats', type=int, default=3, help='rounds per side (ABBA order)')
     ap.add_argument('--concurrency', type=int, default=32)
     ap.add_argument('--case', action='append', choices=['mlp', 'transformer'], help='run only this case (repeatable)')
     a = ap.parse_args()
@@ -151,20 +178,29 @@ def main():
         if a.case and case not in a.case: continue
         n = a.requests if case == 'mlp' else a.requests // 2
         name = f'bench-{case}'
-        port = free_port()
-        p = start([sys.executable, '-c', 'import sys; from mlnb.cli import main; sys.exit(main())', 'serve', f'{name}@champion',
-                   '--host', '127.0.0.1', '--port', str(port), '--workers', '1', '--poll-s', '0'], prj.root, env, port)
-        try: m_rps, m_p95, m_err = measure(f'http://127.0.0.1:{port}/predict', payload, n, a.repeats, a.concurrency)
-        finally: stop(p)
-        port = free_port()
-        penv = {**env, 'PEER_TRACKING_URI': prj.tracking_uri, 'PEER_MODEL_URI': f'models:/{name}@champion', 'PEER_DTYPE': dtype}
-        p = start([sys.executable, '-m', 'uvicorn', 'peer_app:app', '--host', '127.0.0.1', '--port', str(port), '--workers', '1',
-                   '--log-level', 'warning', '--no-access-log'], prj.root, penv, port)
-        try: p_rps, p_p95, p_err = measure(f'http://127.0.0.1:{port}/predict', {'x': payload}, n, a.repeats, a.concurrency)
-        finally: stop(p)
-        print(json.dumps({'bench': 'serve', 'case': f'{case} batched vs naive', 'mlnb': round(m_rps, 1), 'peer': round(p_rps, 1),
-                          'unit': 'req/s', 'ratio': round(m_rps / p_rps, 2), 'mlnb_p95_ms': round(m_p95, 2),
-                          'peer_p95_ms': round(p_p95, 2), 'errors': m_err + p_err}), flush=True)
+        bodies = {'mlnb': prj.root/f'{case}-mlnb.json', 'peer': prj.root/f'{case}-peer.json'}
+        bodies['mlnb'].write_text(json.dumps(payload)); bodies['peer'].write_text(json.dumps({'x': payload}))
+        ports, procs = {'mlnb': free_port(), 'peer': free_port()}, {}
+        try:
+            procs['mlnb'] = start([sys.executable, '-c', 'import sys; from mlnb.cli import main; sys.exit(main())', 'serve',
+                                   f'{name}@champion', '--host', '127.0.0.1', '--port', str(ports['mlnb']), '--workers', '1',
+                                   '--poll-s', '0'], prj.root, env, ports['mlnb'])
+            penv = {**env, 'PEER_TRACKING_URI': prj.tracking_uri, 'PEER_MODEL_URI': f'models:/{name}@champion', 'PEER_DTYPE': dtype}
+            procs['peer'] = start([sys.executable, '-m', 'uvicorn', 'peer_app:app', '--host', '127.0.0.1', '--port', str(ports['peer']),
+                                   '--workers', '1', '--log-level', 'warning', '--no-access-log'], prj.root, penv, ports['peer'])
+            for side in ('mlnb', 'peer'): load(ports[side], bodies[side], min(300, n), a.concurrency, prj.root)  # warm up
+            res = {'mlnb': [], 'peer': []}
+            for r in range(a.repeats):
+                for side in (('peer', 'mlnb') if r % 2 == 0 else ('mlnb', 'peer')):
+                    res[side].append(load(ports[side], bodies[side], n, a.concurrency, prj.root))
+        finally:
+            for p in procs.values(): stop(p)
+        med = lambda side, k: statistics.median(x[k] for x in res[side])
+        ratio = statistics.median(m['rps'] / p['rps'] for m, p in zip(res['mlnb'], res['peer']))
+        print(json.dumps({'bench': 'serve', 'case': f'{case} batched vs naive', 'mlnb': round(med('mlnb', 'rps'), 1),
+                          'peer': round(med('peer', 'rps'), 1), 'unit': 'req/s', 'ratio': round(ratio, 2),
+                          'mlnb_p95_ms': round(med('mlnb', 'p95_ms'), 2), 'peer_p95_ms': round(med('peer', 'p95_ms'), 2),
+                          'errors': sum(x['errors'] for s in res for x in res[s])}), flush=True)
 
 
 if __name__ == '__main__':

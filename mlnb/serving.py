@@ -6,13 +6,13 @@ Docs: https://mlnb.github.io/mlnb/serving.html.md"""
 
 # %% ../nbs/70_serving.ipynb #97377209
 from __future__ import annotations
-import asyncio, collections, json, logging, os, sys, threading, time, uuid
+import asyncio, collections, itertools, json, logging, os, random, sys, threading, time, uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from .core import MlnbError, MlnbUsageError, emit, html_table, need, verb
 from .config import Project, find_project, setting
-from .batching import Batcher, LRUCache, PredictionLog, add_feedback, served_log, served_path
+from .batching import Batcher, LRUCache, PredictionLog, add_feedback, dumps_bytes, loads_bytes, served_log, served_path
 
 # %% auto #0
 __all__ = ['ServeError', 'parse_target', 'ModelSlot', 'resolve_version', 'load_slot', 'instance_type', 'to_model_input',
@@ -32,12 +32,14 @@ setting("serve.api_key", "", "API key required in the X-API-Key header on all bu
 setting("serve.log_predictions", True, "Append every prediction to the prediction log (.mlnb/served/)")
 setting("serve.torch_threads", 1, "torch intra-op threads in a server process (0: torch's default); one per process suits batched serving")
 setting("serve.log_max_mb", 64, "Size at which the prediction log rolls over to NAME.jsonl.1")
+setting("serve.access_log", False, "uvicorn's access log line per request (the metrics and the prediction log record every request anyway)")
 
 class ServeError(MlnbError):
     "The server cannot start or serve: no such model version, a model that does not load, a bad target."
 
 # %% ../nbs/70_serving.ipynb #975f6609
-def parse_target(target:str) -> tuple[str, str|None, int|None]:
+def parse_target(target:str, # `NAME@ALIAS`, `NAME/VERSION` or `NAME`
+                ) -> tuple[str, str|None, int|None]:
     "`NAME@ALIAS`, `NAME/VERSION` or `NAME` (`@champion`) -> `(name, alias, version)`."
     import re
     m = re.fullmatch(r"([A-Za-z0-9][\w.\-]*)(?:@([\w.\-]+)|/(\d+))?", target or '')
@@ -48,12 +50,12 @@ def parse_target(target:str) -> tuple[str, str|None, int|None]:
 @dataclass
 class ModelSlot:
     "A loaded model version: `model` (pyfunc), `version`, and its input schema."
-    name: str
-    alias: str|None
-    version: int
-    model: Any
-    run_id: str|None = None
-    loaded_at: float = field(default_factory=time.time)
+    name: str # The registered model
+    alias: str|None # The alias it was loaded through (None: a fixed version)
+    version: int # The model version
+    model: Any # The loaded `mlflow.pyfunc` model
+    run_id: str|None = None # The run that logged it
+    loaded_at: float = field(default_factory=time.time) # When it was loaded (epoch seconds)
     @property
     def schema(self):
         sig = self.model.metadata.signature
@@ -73,13 +75,21 @@ class ModelSlot:
                 'loaded_at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(self.loaded_at)), 'input_kind': self.kind,
                 'signature': sig.to_dict() if sig is not None else None}
 
-def resolve_version(prj:Project, name:str, alias:str|None, version:int|None=None):
+def resolve_version(prj:Project, # The project
+                    name:str, # The registered model
+                    alias:str|None, # An alias, or None for `version`
+                    version:int|None=None, # A version number (when `alias` is None)
+                   ):
     "The registry's `ModelVersion` for `name@alias` (or `name/version`)."
     from mlnb.registry import _client, _version, RegistryError
     try: return _version(_client(prj), name, f"@{alias}" if alias else version)
     except RegistryError as e: raise ServeError(e.message, e.hint) from None
 
-def load_slot(prj:Project, name:str, alias:str|None, version:int|None=None) -> ModelSlot:
+def load_slot(prj:Project, # The project
+              name:str, # The registered model
+              alias:str|None, # An alias, or None for `version`
+              version:int|None=None, # A version number (when `alias` is None)
+             ) -> ModelSlot:
     "Resolve and load `name@alias` (or `name/version`)."
     mv = resolve_version(prj, name, alias, version)
     import mlflow
@@ -92,7 +102,8 @@ def load_slot(prj:Project, name:str, alias:str|None, version:int|None=None) -> M
 # %% ../nbs/70_serving.ipynb #14f83a69
 _PY = {'long': int, 'integer': int, 'double': float, 'float': float, 'boolean': bool, 'string': str, 'binary': str}
 
-def instance_type(slot:ModelSlot):
+def instance_type(slot:ModelSlot, # The loaded model
+                 ):
     "The pydantic type of one instance for `slot`'s signature."
     from pydantic import ConfigDict, create_model
     s = slot.schema
@@ -109,7 +120,9 @@ def instance_type(slot:ModelSlot):
         fields[c.name] = (t | None, None) if not c.required else (t, ...)
     return create_model(f"{slot.name.replace('-', '_').replace('.', '_')}Instance", __config__=ConfigDict(extra='forbid'), **fields)
 
-def to_model_input(slot:ModelSlot, rows:list):
+def to_model_input(slot:ModelSlot, # The loaded model
+                   rows:list, # Validated instances
+                  ):
     "Stack validated instances into the pyfunc model's input."
     import numpy as np
     s = slot.schema
@@ -125,7 +138,9 @@ def to_model_input(slot:ModelSlot, rows:list):
         elif t in ('long', 'integer') and df[c.name].notna().all(): df[c.name] = df[c.name].astype('int64' if t == 'long' else 'int32')
     return df
 
-def to_rows(out, n:int) -> list:
+def to_rows(out, # What the model's `predict` returned
+            n:int, # How many predictions are expected
+           ) -> list:
     "The model's output as `n` JSON-able predictions."
     import numpy as np
     if hasattr(out, 'to_dict') and hasattr(out, 'columns'):
@@ -136,16 +151,29 @@ def to_rows(out, n:int) -> list:
     if len(out) != n: raise ServeError(f"the model returned {len(out)} predictions for {n} inputs")
     return [v.item() if isinstance(v, np.generic) else v for v in out]
 
-def predict_rows(slot:ModelSlot, rows:list) -> list:
+def predict_rows(slot:ModelSlot, # The loaded model
+                 rows:list, # Validated instances
+                ) -> list:
     "One prediction per validated instance in `rows`, from `slot`'s model (what the batcher calls)."
     return to_rows(slot.model.predict(to_model_input(slot, rows)), len(rows))
 
 # %% ../nbs/70_serving.ipynb #c780bab3
 class ModelServer:
-    "The state of one server process: the slot being served, the batcher, cache, metrics, log and alias watcher."
-    def __init__(self, prj:Project, target:str, *, max_batch:int|None=None, max_wait_ms:float|None=None,
-                 cache_size:int|None=None, poll_s:float|None=None, log_predictions:bool|None=None, api_key:str|None=None,
-                 max_body_kb:int|None=None):
+    "The state of one server process: the served slot (and a challenger's), their batchers, cache, metrics, log and alias watcher."
+    def __init__(self, prj:Project, # The project
+                 target:str, # `NAME@ALIAS`, `NAME/VERSION` or `NAME` (`@champion`)
+                 *, max_batch:int|None=None, # Most rows in one model call (setting `serve.max_batch`)
+                 max_wait_ms:float|None=None, # Longest wait for a batch to fill (setting `serve.max_wait_ms`)
+                 cache_size:int|None=None, # LRU cache entries, 0 for none (setting `serve.cache_size`)
+                 poll_s:float|None=None, # Seconds between alias checks, 0 for only `POST /reload` (setting `serve.poll_s`)
+                 log_predictions:bool|None=None, # Append predictions to the prediction log (setting `serve.log_predictions`)
+                 api_key:str|None=None, # Required `X-API-Key` header (setting `serve.api_key`)
+                 max_body_kb:int|None=None, # Largest request body in KiB (setting `serve.max_body_kb`)
+                 challenger:str|None=None, # Another alias (`challenger`) or version (`3`) of the same model, for `split` or `shadow`
+                 split:float=0.0, # Fraction of requests the challenger answers instead (traffic split)
+                 shadow:bool=False, # The challenger also scores every request off the response path; its outputs go only to the log
+                 quantize:str|None=None, # `int8`: torch dynamic quantization of the loaded torch model(s), CPU
+                ):
         st = prj.settings
         pick = lambda v, k: st[k] if v is None else v
         self.prj, self.target = prj, target
@@ -153,18 +181,39 @@ class ModelServer:
         self.max_batch, self.max_wait_ms = pick(max_batch, 'serve.max_batch'), pick(max_wait_ms, 'serve.max_wait_ms')
         self.poll_s, self.api_key = pick(poll_s, 'serve.poll_s'), pick(api_key, 'serve.api_key') or None
         self.max_body = pick(max_body_kb, 'serve.max_body_kb') * 1024
+        self.split, self.shadow, self.quantize = float(split or 0), bool(shadow), quantize or None
+        if not 0 <= self.split <= 1: raise MlnbUsageError(f"--split must be a fraction between 0 and 1, got {split}")
+        if (self.split or self.shadow) and not challenger:
+            raise MlnbUsageError("--split and --shadow need a challenger", hint="add --challenger ALIAS (e.g. challenger) or a version number")
+        if self.split and self.shadow: raise MlnbUsageError("choose --split or --shadow, not both")
+        self.challenger_alias, self.challenger_version = _parse_challenger(challenger) if challenger else (None, None)
         n = pick(cache_size, 'serve.cache_size')
         self.cache = LRUCache(n) if n > 0 else None
         self.log = PredictionLog(served_path(prj, self.name), st['serve.log_max_mb'] << 20) if pick(log_predictions, 'serve.log_predictions') else None
-        self.slot = load_slot(prj, self.name, self.alias, self.fixed_version)
+        self.slot = self._load(self.alias, self.fixed_version)
+        self.challenger = self._load(self.challenger_alias, self.challenger_version) if challenger else None
+        if self.challenger is not None and self.challenger.signature_key() != self.slot.signature_key():
+            raise ServeError(f"the challenger (version {self.challenger.version}) takes another input signature than version {self.slot.version}",
+                             hint="compare versions that take the same input")
         self.torch_threads = st['serve.torch_threads']
         self.previous: ModelSlot|None = None
         self.predict_raw = None  # set by `create_app`
         self.last_error: str|None = None
         self._swap_lock = threading.Lock()
+        self._ids = (os.urandom(8).hex(), itertools.count())
+        self._shadow_rows, self._shadow_tasks = 0, set()
         self._make_metrics()
         self.batcher = Batcher(predict_rows, lambda: self.slot, self.max_batch, self.max_wait_ms, on_batch=self._on_batch,
                                init_thread=self._init_model_thread)
+        self.cbatcher = Batcher(predict_rows, lambda: self.challenger, self.max_batch, self.max_wait_ms, on_batch=self._on_batch,
+                                init_thread=self._init_model_thread) if self.challenger is not None else None
+
+    def _load(self, alias, version) -> ModelSlot:
+        slot = load_slot(self.prj, self.name, alias, version)
+        if self.quantize:
+            from .scoring import quantize_model
+            slot = quantize_model(slot, self.quantize)
+        return slot
 
     def _init_model_thread(self):
         "torch's intra-op threads are set per calling thread, so set them in the model thread itself."
@@ -181,38 +230,57 @@ class ModelServer:
         self.m_errors = pc.Counter('mlnb_errors', 'Errors', ['kind'], registry=r)
         self.m_version = pc.Gauge('mlnb_model_version', 'Version being served', ['model', 'alias'], registry=r)
         self.m_swaps = pc.Counter('mlnb_model_swaps', 'Hot swaps to a new version', registry=r)
-        self.m_predictions = pc.Counter('mlnb_predictions', 'Predictions served', ['version'], registry=r)
+        self.m_predictions = pc.Counter('mlnb_predictions', 'Predictions made, by version; mode: answer (sent to the client) or shadow',
+                                        ['version', 'mode'], registry=r)
+        self.m_pred_latency = pc.Histogram('mlnb_prediction_latency_seconds', 'Seconds from request to prediction, by version',
+                                           ['version', 'mode'], registry=r, buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+        self.m_model_errors = pc.Counter('mlnb_model_errors', 'Model calls that raised, by version', ['version', 'mode'], registry=r)
+        self.m_shadow_dropped = pc.Counter('mlnb_shadow_dropped', 'Rows not shadow-scored because the challenger fell behind', registry=r)
         self.m_cache = pc.Counter('mlnb_cache_hits', 'Predictions answered from the cache', registry=r)
         self.m_feedback = pc.Counter('mlnb_feedback', 'Labels received on POST /feedback', registry=r)
         self.m_version.labels(self.name, self.alias or '').set(self.slot.version)
+        if self.challenger is not None: self.m_version.labels(self.name, self.challenger_alias or 'challenger').set(self.challenger.version)
 
     def _on_batch(self, n, dt):
         self.m_batch.observe(n); self.m_model_s.observe(dt)
 
+    def new_ids(self, n:int) -> list[str]:
+        "`n` prediction ids: 32 hex digits, a random prefix of this server and a counter (unique without a syscall each)."
+        pre, cnt = self._ids
+        return [f"{pre}{next(cnt):016x}" for _ in range(n)]
+
+    def _check(self, role:str) -> dict:
+        alias = self.alias if role == 'primary' else self.challenger_alias
+        cur = self.slot if role == 'primary' else self.challenger
+        if alias is None or cur is None: return {'swapped': False, 'version': cur and cur.version}
+        try: v = int(resolve_version(self.prj, self.name, alias).version)
+        except Exception as e:
+            self.last_error = f"cannot resolve {self.name}@{alias}: {e}"; self.m_errors.labels('resolve').inc()
+            return {'swapped': False, 'version': cur.version, 'error': self.last_error}
+        if v == cur.version: return {'swapped': False, 'version': v}
+        try:
+            new = self._load(None, v)
+            if new.signature_key() != self.slot.signature_key():
+                raise ServeError(f"version {v} takes a different input signature", hint="restart the server to serve it")
+        except Exception as e:
+            self.last_error = f"version {v} not swapped in, still serving {cur.version}: {e}"
+            self.m_errors.labels('load').inc()
+            emit('serve.load_failed', msg=self.last_error, model=self.name, version=v)
+            return {'swapped': False, 'version': cur.version, 'error': self.last_error}
+        new.alias = alias
+        if role == 'primary': self.previous, self.slot = self.slot, new
+        else: self.challenger = new
+        self.last_error = None
+        self.m_swaps.inc(); self.m_version.labels(self.name, alias).set(v)
+        emit('serve.swap', msg=f"{self.name}@{alias}: now serving version {v} (was {cur.version})", model=self.name, version=v)
+        return {'swapped': True, 'version': v, 'previous': cur.version}
+
     def check_alias(self) -> dict:
-        "Ask the registry where the alias points; load and swap in a new version (or keep the current one if it fails)."
-        if self.alias is None: return {'swapped': False, 'version': self.slot.version}
+        "Ask the registry where the alias (and the challenger's) points; load and swap in a new version (or keep the current one if it fails)."
         with self._swap_lock:
-            try: v = int(resolve_version(self.prj, self.name, self.alias).version)
-            except Exception as e:
-                self.last_error = f"cannot resolve {self.name}@{self.alias}: {e}"; self.m_errors.labels('resolve').inc()
-                return {'swapped': False, 'version': self.slot.version, 'error': self.last_error}
-            if v == self.slot.version: return {'swapped': False, 'version': v}
-            try:
-                new = load_slot(self.prj, self.name, None, v)
-                if new.signature_key() != self.slot.signature_key():
-                    raise ServeError(f"version {v} takes a different input signature", hint="restart the server to serve it")
-            except Exception as e:
-                self.last_error = f"version {v} not swapped in, still serving {self.slot.version}: {e}"
-                self.m_errors.labels('load').inc()
-                emit('serve.load_failed', msg=self.last_error, model=self.name, version=v)
-                return {'swapped': False, 'version': self.slot.version, 'error': self.last_error}
-            new.alias = self.alias
-            self.previous, self.slot = self.slot, new
-            self.last_error = None
-            self.m_swaps.inc(); self.m_version.labels(self.name, self.alias).set(v)
-            emit('serve.swap', msg=f"{self.name}@{self.alias}: now serving version {v} (was {self.previous.version})", model=self.name, version=v)
-            return {'swapped': True, 'version': v, 'previous': self.previous.version}
+            out = self._check('primary')
+            if self.challenger is not None: out['challenger'] = self._check('challenger')
+            return out
 
     async def _watch(self):
         while True:
@@ -220,11 +288,19 @@ class ModelServer:
             try: await asyncio.to_thread(self.check_alias)
             except Exception: self.m_errors.labels('watch').inc()
 
+    def _log(self, ids, raw, out, version, ms, shadow=False):
+        if self.log is None: return
+        now, extra = time.time(), ({'shadow': True} if shadow else {})
+        self.log.add([{'id': i, 'time': now, 'model': self.name, 'version': version, 'latency_ms': round(ms, 3), 'input': r, 'output': p} | extra
+                      for i, r, p in zip(ids, raw, out)])
+
     async def predict(self, instances:list, single:bool) -> dict:
-        "Predictions for validated instances (cache, batcher, log)."
+        "Predictions for validated instances (split or shadow to the challenger, cache, batcher, log)."
         t0 = time.perf_counter()
         raw = [i.model_dump() if hasattr(i, 'model_dump') else i for i in instances]
-        version = self.slot.version
+        to_challenger = self.split > 0 and random.random() < self.split
+        batcher, slot = (self.cbatcher, self.challenger) if to_challenger else (self.batcher, self.slot)
+        version = slot.version
         out: list = [None] * len(raw); todo = list(range(len(raw)))
         if self.cache is not None:
             keys = [(version, json.dumps(r, sort_keys=True)) for r in raw]
@@ -234,27 +310,66 @@ class ModelServer:
                 if h is not None: out[i] = h[0]
             if len(todo) < len(raw): self.m_cache.inc(len(raw) - len(todo))
         if todo:
-            preds, slot = await self.batcher.submit([instances[i] for i in todo]); version = slot.version
+            try: preds, slot = await batcher.submit([instances[i] for i in todo])
+            except Exception: self.m_model_errors.labels(str(version), 'answer').inc(); raise
+            version = slot.version
             for i, p in zip(todo, preds):
                 out[i] = p
                 if self.cache is not None: self.cache.put((version, json.dumps(raw[i], sort_keys=True)), (p,))
-        ids = [uuid.uuid4().hex for _ in raw]
-        ms = (time.perf_counter() - t0) * 1000
-        self.m_predictions.labels(str(version)).inc(len(raw))
-        if self.log is not None:
-            now = time.time()
-            self.log.add([{'id': i, 'time': now, 'model': self.name, 'version': version, 'latency_ms': round(ms, 3), 'input': r, 'output': p}
-                          for i, r, p in zip(ids, raw, out)])
+        ids = self.new_ids(len(raw))
+        dt = time.perf_counter() - t0
+        v = str(version)
+        self.m_predictions.labels(v, 'answer').inc(len(raw)); self.m_pred_latency.labels(v, 'answer').observe(dt)
+        self._log(ids, raw, out, version, dt * 1000)
+        if self.shadow: self._shadow_copy(instances, raw, ids)
         if single: return {'id': ids[0], 'prediction': out[0], 'model': self.name, 'version': version}
         return {'ids': ids, 'predictions': out, 'model': self.name, 'version': version}
 
+    def _shadow_copy(self, instances, raw, ids):
+        "Score a copy on the challenger in the background; its predictions are logged (same ids, its version), never returned."
+        if self._shadow_rows + len(raw) > 8 * self.max_batch:  # the challenger fell behind: drop the copy rather than queue without bound
+            self.m_shadow_dropped.inc(len(raw)); return
+        self._shadow_rows += len(raw)
+        async def run(t0=time.perf_counter()):
+            try:
+                preds, slot = await self.cbatcher.submit(list(instances))
+                dt = time.perf_counter() - t0; v = str(slot.version)
+                self.m_predictions.labels(v, 'shadow').inc(len(raw)); self.m_pred_latency.labels(v, 'shadow').observe(dt)
+                self._log(ids, raw, preds, slot.version, dt * 1000, shadow=True)
+            except Exception: self.m_model_errors.labels(str(self.challenger.version), 'shadow').inc(); self.m_errors.labels('shadow').inc()
+            finally: self._shadow_rows -= len(raw)
+        task = asyncio.get_running_loop().create_task(run())
+        self._shadow_tasks.add(task); task.add_done_callback(self._shadow_tasks.discard)
+
     def model_info(self) -> dict:
+        ch = self.challenger
         return self.slot.info() | {'target': self.target, 'previous_version': self.previous and self.previous.version,
                                    'last_error': self.last_error, 'max_batch': self.max_batch, 'max_wait_ms': self.max_wait_ms,
-                                   'cache_size': self.cache.size if self.cache else 0, 'poll_s': self.poll_s}
+                                   'cache_size': self.cache.size if self.cache else 0, 'poll_s': self.poll_s, 'quantize': self.quantize,
+                                   'challenger': ch and {'alias': ch.alias, 'version': ch.version, 'split': self.split, 'shadow': self.shadow}}
+
+    async def start(self):
+        "Start the batchers (in the server's event loop)."
+        self.batcher.start()
+        if self.cbatcher is not None: self.cbatcher.start()
+
+    async def stop(self):
+        "Let shadow scoring finish (briefly), stop the batchers, flush the log."
+        if self._shadow_tasks: await asyncio.wait(list(self._shadow_tasks), timeout=5)
+        await self.batcher.stop()
+        if self.cbatcher is not None: await self.cbatcher.stop()
+        self.close()
 
     def close(self):
         if self.log is not None: self.log.close()
+
+def _parse_challenger(s:str) -> tuple[str|None, int|None]:
+    "`challenger`, `@challenger` -> an alias; `3` -> a version."
+    import re
+    s = str(s).strip().lstrip('@')
+    if s.isdigit(): return None, int(s)
+    if not re.fullmatch(r"[\w.\-]+", s): raise MlnbUsageError(f"bad challenger {s!r}", hint="give an alias of the same model (e.g. challenger) or a version number")
+    return s, None
 
 # %% ../nbs/70_serving.ipynb #43cf55f4
 _PATHS = {'/predict', '/feedback', '/health', '/ready', '/metrics', '/model', '/reload', '/docs', '/openapi.json'}
@@ -263,7 +378,7 @@ class _Guard:
     "ASGI middleware: API key, body size limit, request metrics."
     def __init__(self, app, srv:ModelServer): self.app, self.srv = app, srv
     async def _reply(self, send, status, msg):
-        body = json.dumps({'message': msg}).encode()
+        body = dumps_bytes({'message': msg})
         await send({'type': 'http.response.start', 'status': status, 'headers': [(b'content-type', b'application/json'), (b'content-length', str(len(body)).encode())]})
         await send({'type': 'http.response.body', 'body': body})
     async def __call__(self, scope, receive, send):
@@ -291,7 +406,7 @@ class _Guard:
                 body, sent = b''.join(chunks), [False]
                 if path == '/predict' and scope['method'] == 'POST' and srv.predict_raw is not None:  # fast path
                     code, out = await srv.predict_raw(body)
-                    data = json.dumps(out).encode()
+                    data = dumps_bytes(out)
                     await send_({'type': 'http.response.start', 'status': code,
                                  'headers': [(b'content-type', b'application/json'), (b'content-length', str(len(data)).encode())]})
                     return await send_({'type': 'http.response.body', 'body': data})
@@ -312,7 +427,7 @@ def _depth(x) -> int:
 
 def create_app(target:str, # `NAME@ALIAS`, `NAME/VERSION` or `NAME`
                *, project=None, # The project (default: the one at or above the current folder)
-               **opts, # `ModelServer` options: max_batch, max_wait_ms, cache_size, poll_s, log_predictions, api_key, max_body_kb
+               **opts, # `ModelServer` options: max_batch, max_wait_ms, cache_size, poll_s, log_predictions, api_key, max_body_kb, challenger, split, shadow, quantize
               ):
     "The FastAPI app serving `target` (the model is loaded now, so its signature shapes the request schema)."
     need('fastapi', extra='serve')
@@ -328,12 +443,12 @@ def create_app(target:str, # `NAME@ALIAS`, `NAME/VERSION` or `NAME`
 
     @asynccontextmanager
     async def lifespan(app):
-        srv.batcher.start()
+        await srv.start()
         watch = asyncio.get_running_loop().create_task(srv._watch()) if srv.alias and srv.poll_s > 0 else None
         try: yield
         finally:
             if watch: watch.cancel()
-            await srv.batcher.stop(); srv.close()
+            await srv.stop()
 
     app = FastAPI(title=f"mlnb: {target}", version=str(srv.slot.version), lifespan=lifespan,
                   description=f"Serves the registered model `{srv.name}` ({'@' + srv.alias if srv.alias else 'version ' + str(srv.slot.version)}) with micro-batching.")
@@ -358,7 +473,7 @@ def create_app(target:str, # `NAME@ALIAS`, `NAME/VERSION` or `NAME`
 
     async def predict_raw(raw:bytes) -> tuple[int, dict]:
         "Status and JSON body for a `/predict` request body (what both the route and the fast path run)."
-        try: body = json.loads(raw)
+        try: body = loads_bytes(raw)
         except ValueError as e: return _bad(f"the body is not valid JSON ({e})")
         single = (_depth(body) == inst_depth) if inst_depth else not isinstance(body, list)
         if not single and not body: return _bad("an empty list of instances")
@@ -377,7 +492,7 @@ def create_app(target:str, # `NAME@ALIAS`, `NAME/VERSION` or `NAME`
 
     async def predict(request: Request):
         status, out = await predict_raw(await request.body())
-        return Response(json.dumps(out), status_code=status, media_type='application/json')
+        return Response(dumps_bytes(out), status_code=status, media_type='application/json')
     predict.__annotations__ = {'request': Request}  # real objects: this module uses `from __future__ import annotations`
     app.post('/predict', summary="Predict one instance or a list of instances",
              openapi_extra={'requestBody': {'required': True, 'content': {'application/json': {'schema': body_schema}}}})(predict)
@@ -442,7 +557,12 @@ def _free_port(host:str) -> int:
 
 class ServerHandle:
     "A server running in a background thread: `url`, `status()`, `stop()`."
-    def __init__(self, server, thread, app, host, port):
+    def __init__(self, server, # The `uvicorn.Server`
+                 thread, # The thread it runs in
+                 app, # The FastAPI app
+                 host:str, # The interface it binds
+                 port:int, # The port it listens on
+                ):
         self.server, self.thread, self.app, self.host, self.port = server, thread, app, host, port
     @property
     def url(self) -> str: return f"http://{self.host}:{self.port}"
@@ -477,7 +597,7 @@ def serve(target:str, # `NAME@ALIAS`, `NAME/VERSION` or `NAME` (`@champion`)
           background:bool=False, # Run in a thread of this process and return a `ServerHandle`
           project=None, # The project
           log_level:str|None=None, # uvicorn's log level (default: info in the foreground, warning in the background)
-          **opts, # `ModelServer` options: max_batch, max_wait_ms, cache_size, poll_s, log_predictions, api_key, max_body_kb
+          **opts, # `ModelServer` options: max_batch, max_wait_ms, cache_size, poll_s, log_predictions, api_key, max_body_kb, challenger, split, shadow, quantize
          ) -> ServerHandle|None:
     "Serve a registered model over HTTP with FastAPI and uvicorn."
     need('uvicorn', extra='serve')
@@ -514,16 +634,18 @@ def serve(target:str, # `NAME@ALIAS`, `NAME/VERSION` or `NAME` (`@champion`)
     emit('serve.start', msg=f"serving {target} at http://{host}:{port} with {workers} worker(s) (docs /docs); Ctrl-C stops")
     if workers > 1:
         os.environ['MLNB_SERVE_SPEC'] = json.dumps(spec)
-        uvicorn.run('mlnb.serving:app_from_env', factory=True, host=host, port=port, workers=workers, log_level=log_level or 'info')
+        uvicorn.run('mlnb.serving:app_from_env', factory=True, host=host, port=port, workers=workers, log_level=log_level or 'info',
+                    access_log=st['serve.access_log'])
     else:
-        uvicorn.run(create_app(target, project=prj, **opts), host=host, port=port, log_level=log_level or 'info')
+        uvicorn.run(create_app(target, project=prj, **opts), host=host, port=port, log_level=log_level or 'info', access_log=st['serve.access_log'])
 
 def app_from_env():
     "The app described by `$MLNB_SERVE_SPEC` (how each of several uvicorn workers builds its own)."
     spec = json.loads(os.environ['MLNB_SERVE_SPEC'])
     return create_app(spec['target'], project=Project(spec['project']), **spec['opts'])
 
-def stop_servers(port:int|None=None) -> list[str]:
+def stop_servers(port:int|None=None, # Only the server on this port
+                ) -> list[str]:
     "Stop the background servers of this process (or the one on `port`); returns their URLs."
     hs = [h for p, h in list(_RUNNING.items()) if port is None or p == port]
     for h in hs: h.stop()
@@ -540,6 +662,10 @@ def _serve_args(p):
     p.add_argument("--cache-size", type=int, help="LRU cache entries (default: setting serve.cache_size)")
     p.add_argument("--poll-s", type=float, help="seconds between alias checks (default: setting serve.poll_s)")
     p.add_argument("--api-key", help="required X-API-Key header (default: setting serve.api_key)")
+    p.add_argument("--challenger", help="another alias (e.g. challenger) or version of the model, for --split or --shadow")
+    p.add_argument("--split", type=float, help="fraction of requests the challenger answers (e.g. 0.1)")
+    p.add_argument("--shadow", action="store_true", help="the challenger scores a copy of every request; its outputs go only to the prediction log")
+    p.add_argument("--quantize", choices=["int8"], help="int8: torch dynamic quantization of the loaded torch model (CPU)")
     p.add_argument("--foreground", action="store_true", help="in a notebook: block instead of serving in the background")
 
 @verb("serve", "serve a registered model over HTTP (FastAPI): NAME@ALIAS, with batching, hot swap and metrics", _serve_args,
@@ -549,6 +675,7 @@ def _serve_verb(args, ctx):
         urls = stop_servers(args.port)
         return f"stopped {', '.join(urls)}" if urls else "no server was running"
     opts = {k: v for k, v in dict(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, cache_size=args.cache_size,
-                                  poll_s=args.poll_s, api_key=args.api_key).items() if v is not None}
+                                  poll_s=args.poll_s, api_key=args.api_key, challenger=args.challenger, split=args.split,
+                                  shadow=args.shadow or None, quantize=args.quantize).items() if v is not None}
     bg = ctx.face == 'magic' and not args.foreground
     return serve(args.target, host=args.host, port=args.port, workers=args.workers, background=bg, **opts)
