@@ -69,8 +69,6 @@ class MlnbMagics(Magics):
         return live, display(view_bundle(live), raw=True, display_id=True)
 
 # %% ../nbs/91_magics.ipynb #000fca30
-_WIDGET_MIME = 'application/vnd.jupyter.widget-view+json'
-
 def view_bundle(live, # A live view (`mlnb.widgets.LiveView`), whose `widget` is an ipywidget
                 result=None, # The verb's result, once it is done
                ) -> dict:
@@ -105,7 +103,7 @@ class BareMagicTransformer(ast.NodeTransformer):
 # %% ../nbs/91_magics.ipynb #4f727c06
 def load_ipython_extension(ipython, # The IPython shell (`%load_ext mlnb` passes it)
                           ):
-    "Register `%mlnb`/`%%mlnb` and make `MlnbMagics` `%config`-able."
+    "Register `%mlnb`/`%%mlnb`, make `MlnbMagics` `%config`-able, and install the `BareMagicTransformer`."
     m = MlnbMagics(shell=ipython)
     ipython.register_magics(m)
     if m not in ipython.configurables: ipython.configurables.append(m)
@@ -114,7 +112,7 @@ def load_ipython_extension(ipython, # The IPython shell (`%load_ext mlnb` passes
 
 def unload_ipython_extension(ipython, # The IPython shell (`%unload_ext mlnb` passes it)
                             ):
-    "Remove `%mlnb`/`%%mlnb` and the configurable."
+    "Remove `%mlnb`/`%%mlnb`, the configurable and the transformer."
     mm = ipython.magics_manager
     for kind in ('line', 'cell'): mm.magics[kind].pop('mlnb', None)
     mm.registry.pop('MlnbMagics', None)
