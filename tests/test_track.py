@@ -53,6 +53,13 @@ def test_track_cell_magic_in_ipython(in_prj):
     assert runs[0].data.params == {'lr': '0.05', 'epochs': '3'} and runs[0].data.tags['team'] == 'cv'
     assert len(client(in_prj).get_metric_history(runs[0].info.run_id, 'loss')) == 3
 
+    # --resume reopens a run instead of starting one: metrics without a step go on from its last step
+    rid = runs[0].info.run_id
+    assert ip.run_cell(f"%%mlnb track --resume {rid[:8]}\nmlnb.log(loss=0.0)\n").success
+    assert len(exp_runs(in_prj, 'cellexp')) == 2
+    assert sorted(m.step for m in client(in_prj).get_metric_history(rid, 'loss')) == [0, 1, 2, 3]
+    assert client(in_prj).get_run(rid).info.status == 'FINISHED'
+
     bad = ip.run_cell("%%mlnb track --experiment cellexp\nx = 1\nraise RuntimeError('cell failed')\n")
     assert not bad.success and isinstance(bad.error_in_exec, RuntimeError)
     failed = exp_runs(in_prj, 'cellexp')[-1]
@@ -97,6 +104,7 @@ def test_search_runs_sees_lineage(in_prj):
     os.environ['MLNB_NOTEBOOK'] = str(nb)
     try:
         with mlnb.run(experiment='lineage', params={'lr': 0.1}) as r:
+            mlnb.data.load('data.csv')  # a versioned dataset: an MLflow dataset input of the run
             mlnb.log(loss=1.0)
             with mlnb.run(name='child') as child: mlnb.log(loss=0.5)
     finally:
@@ -116,6 +124,9 @@ def test_search_runs_sees_lineage(in_prj):
     diff = Path(client(in_prj).download_artifacts(r.id, 'lineage/git.diff', str(in_prj.root / '.mlnb'))).read_text()
     assert 'train.py' in diff
     assert df[df['run_id'] == child.id].iloc[0]['tags.mlflow.parentRunId'] == r.id
+    md5 = top['tags.mlnb.dvc.data.csv']
+    (ds,) = client(in_prj).get_run(r.id).inputs.dataset_inputs
+    assert (ds.dataset.name, ds.dataset.digest, json.loads(ds.dataset.profile)) == ('data.csv', md5, {'num_rows': 1})
 
 
 # ---------------------------------------------------------------- a locked store: nothing lost
