@@ -34,6 +34,41 @@ def _quantize_module(m, mode:str):
         warnings.simplefilter('ignore', DeprecationWarning); warnings.filterwarnings('ignore', message='.*quantize_per_tensor')
         return torch.ao.quantization.quantize_dynamic(m, {torch.nn.Linear}, dtype=torch.qint8)
 
+def _quantize_graph(gm, mode:str):
+    "A copy of a `torch.export` module (`pt2`: its layers inlined as `aten.linear` calls) with each such call on fixed weights made a dynamic int8 `Linear`."
+    import functools, sys
+    torch = sys.modules['torch']
+    gm = copy.deepcopy(gm).to('cpu').eval()
+    n = 0
+    for node in list(gm.graph.nodes):
+        if node.op != 'call_function' or node.target is not torch.ops.aten.linear.default: continue
+        x, w, *rest = node.args
+        b = rest[0] if rest else node.kwargs.get('bias')
+        if getattr(w, 'op', None) != 'get_attr' or (b is not None and getattr(b, 'op', None) != 'get_attr'): continue
+        W = functools.reduce(getattr, w.target.split('.'), gm)
+        B = functools.reduce(getattr, b.target.split('.'), gm) if b is not None else None
+        lin = torch.nn.Linear(W.shape[1], W.shape[0], bias=B is not None)
+        with torch.no_grad():
+            lin.weight.copy_(W)
+            if B is not None: lin.bias.copy_(B)
+        name = f"mlnb_{mode}_linear_{n}"
+        gm.add_submodule(name, _quantize_module(torch.nn.Sequential(lin), mode)[0])  # torch's own dynamic Linear
+        with gm.graph.inserting_before(node): new = gm.graph.call_module(name, (x,))
+        node.replace_all_uses_with(new); gm.graph.erase_node(node); n += 1
+    gm.graph.eliminate_dead_code(); gm.recompile()
+    return gm, n
+
+def _quantize_torch(m, mode:str):
+    "Quantize an `nn.Module`: its `nn.Linear` layers, or the `aten.linear` calls of an exported graph; an error if it has neither."
+    import sys
+    torch = sys.modules['torch']
+    if any(isinstance(x, torch.nn.Linear) for x in m.modules()): return _quantize_module(m, mode)
+    if isinstance(m, torch.fx.GraphModule):
+        q, n = _quantize_graph(m, mode)
+        if n: return q
+    raise QuantizeError(f"the {type(m).__name__} has no linear layers that {mode} dynamic quantization applies to",
+                        hint="dynamic quantization speeds up nn.Linear layers (MLPs, transformers); score this model without --quantize")
+
 def _torch_part(impl):
     "The attribute of a pyfunc implementation that holds its torch module (`pytorch_model`, `pipeline.model`), or None."
     import sys
@@ -57,7 +92,7 @@ def quantize_model(model, # A torch `nn.Module`, an MLflow pyfunc model (pytorch
     if hasattr(model, 'model') and hasattr(model, 'version') and hasattr(model, 'schema'):  # a serving ModelSlot
         return dataclasses.replace(model, model=quantize_model(model.model, mode))
     import sys
-    if 'torch' in sys.modules and isinstance(model, sys.modules['torch'].nn.Module): return _quantize_module(model, mode)
+    if 'torch' in sys.modules and isinstance(model, sys.modules['torch'].nn.Module): return _quantize_torch(model, mode)
     impl = getattr(model, '_model_impl', None)
     part = _torch_part(impl) if impl is not None else None
     if part is None:
@@ -66,10 +101,10 @@ def quantize_model(model, # A torch `nn.Module`, an MLflow pyfunc model (pytorch
     import mlflow.pyfunc
     new = copy.copy(impl)
     if part == 'pytorch_model':
-        new.pytorch_model = _quantize_module(impl.pytorch_model, mode)
+        new.pytorch_model = _quantize_torch(impl.pytorch_model, mode)
         if hasattr(new, 'device'): new.device = 'cpu'
     else:
-        new.pipeline = copy.copy(impl.pipeline); new.pipeline.model = _quantize_module(impl.pipeline.model, mode)
+        new.pipeline = copy.copy(impl.pipeline); new.pipeline.model = _quantize_torch(impl.pipeline.model, mode)
         if hasattr(new.pipeline, 'device'): new.pipeline.device = sys.modules['torch'].device('cpu')
     out = mlflow.pyfunc.PyFuncModel(model_meta=model.metadata, model_impl=new, predict_fn=model._predict_fn.__name__,
                                     model_id=getattr(model, '_model_id', None))

@@ -61,6 +61,10 @@ def env(tmp_path_factory):
         info = mlflow.pytorch.log_model(mlp, name='model', signature=infer_signature(Dte, logits), pip_requirements=['torch'],
                                         serialization_format='pickle')
     register(info, 'digits', project=prj); promote('digits', 1, gate=False, project=prj)
+    with mlflow.start_run():  # the same MLP as torch.export's pt2, how mlnb.train logs torch models
+        info = mlflow.pytorch.log_model(mlp, name='model', signature=infer_signature(Dte, logits), pip_requirements=['torch'],
+                                        serialization_format='pt2', input_example=Dte[:2])
+    register(info, 'digits-pt2', project=prj); promote('digits-pt2', 1, gate=False, project=prj)
     cols = [f"px{i}" for i in range(64)]
     pd.DataFrame(Dte, columns=cols).to_parquet(prj.root/'digits.parquet')
     pd.DataFrame(Dte, columns=cols).assign(label=tte).to_csv(prj.root/'digits_holdout.csv', index=False)
@@ -148,6 +152,19 @@ def test_quantized_close_to_fp32_on_mlp(env):
     assert rep.fp32_metric == pytest.approx((fp.argmax(1) == env['t']).mean())
     assert rep.fp32_metric > 0.9 and abs(rep.metric_change) <= 0.02
     assert rep.fp32_rows_s > 0 and rep.int8_rows_s > 0
+
+
+def test_pt2_model_quantizes_like_the_module(env):
+    "A pt2 (torch.export) model has no nn.Linear left; its graph's linear calls quantize to the same int8 outputs."
+    import numpy as np, pandas as pd
+    from mlnb.scoring import predict_file
+    prj = env['prj']
+    a = predict_file('digits-pt2', prj.root/'digits.parquet', prj.root/'pt2-int8.parquet', chunk_size=200, quantize='int8', project=prj)
+    b = predict_file('digits', prj.root/'digits.parquet', prj.root/'pickle-int8.parquet', chunk_size=200, quantize='int8', project=prj)
+    q2, q1 = (pd.read_parquet(prj.root/f).iloc[:, 1:].to_numpy() for f in ('pt2-int8.parquet', 'pickle-int8.parquet'))
+    assert a.rows == b.rows == len(env['D'])
+    np.testing.assert_allclose(q2, q1, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(q2, env['logits'], rtol=1e-6, atol=1e-6)  # quantized, not the fp32 graph
 
 
 @pytest.mark.parametrize('args,code,msg', [
