@@ -6,12 +6,12 @@ Docs: https://mlnb.github.io/mlnb/widgets_train.html.md"""
 
 # %% ../nbs/97_widgets_train.ipynb #615d3720
 from __future__ import annotations
-import html, math, time
+import html, math, sys, threading, time
 from .core import Event, need
 from .widgets import LiveView
 
 # %% auto #0
-__all__ = ['sparkline', 'TrainView', 'make_view']
+__all__ = ['sparkline', 'poll_comms', 'TrainView', 'make_view']
 
 # %% ../nbs/97_widgets_train.ipynb #e8bb0dbc
 def sparkline(ys:list, # The values, oldest first
@@ -29,6 +29,52 @@ def sparkline(ys:list, # The values, oldest first
             f"<polyline fill='none' stroke='currentColor' stroke-width='1.5' points='{pts}'/>"
             f"<text x='2' y='10' font-size='10' fill='var(--jp-ui-font-color2,#666)'>{html.escape(label)} {ys[-1]:.4g} (min {lo:.4g})</text></svg>")
 
+def _kernel():
+    "The running ipykernel, when this is the main thread of one."
+    ip = sys.modules.get('IPython')
+    ip = ip.get_ipython() if ip is not None else None
+    k = getattr(ip, 'kernel', None)
+    if k is None or threading.current_thread() is not threading.main_thread() or getattr(k, 'session', None) is None: return None
+    return k
+
+def _shell_socket(k):
+    "The socket the main shell's requests wait on: ipykernel 7's inproc pair from its shell channel thread, else the shell socket."
+    sct = getattr(k, 'shell_channel_thread', None)
+    if sct is not None and getattr(k, '_supports_kernel_subshells', True): return sct.manager.get_shell_channel_to_subshell_pair(None).to_socket
+    stream = getattr(k, 'shell_stream', None)
+    return getattr(stream, 'socket', None)
+
+_POLL_BROKEN = False
+
+def poll_comms(max_msgs:int=50, # Messages to take at most in one call
+              ) -> int:
+    "Handle the widget messages (`comm_msg`) waiting for this kernel while a cell runs; others go back to the kernel, in order, for after the cell. 0 outside a kernel."
+    global _POLL_BROKEN
+    k = None if _POLL_BROKEN else _kernel()
+    if k is None: return 0
+    import asyncio, zmq
+    n = 0
+    try:
+        sock = _shell_socket(k)
+        while sock is not None and n < max_msgs:
+            try: frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again: break
+            n += 1
+            idents, rest = k.session.feed_identities(frames, copy=False)
+            if k.session.deserialize(rest, content=False, copy=False)['header']['msg_type'] == 'comm_msg':  # a peek: the signature stays unused
+                msg = k.session.deserialize(rest, content=True, copy=False)
+                parent = k.get_parent('shell')
+                ident = k._get_shell_context_var(k._shell_parent_ident) if hasattr(k, '_get_shell_context_var') else getattr(k, '_parent_ident', None)
+                k.set_parent(idents, msg, channel='shell')
+                try: k.shell_handlers['comm_msg'](k.shell_stream, idents, msg)
+                finally: k.set_parent(ident, parent, channel='shell')
+            else:  # what the kernel would have read after this cell: queued now, it keeps its place ahead of later ones
+                asyncio.get_running_loop().create_task(k.shell_main(None, frames) if hasattr(k, 'shell_main') else k.dispatch_shell(frames))
+    except Exception as e:  # an ipykernel this does not know: the Stop button waits for the cell, the interrupt still works
+        _POLL_BROKEN = True
+        print(f"mlnb: widget messages cannot be handled while the cell runs ({type(e).__name__}: {e}); interrupt the kernel to stop", file=sys.stderr)
+    return n
+
 def _fmt_s(s):
     if s is None: return '–'
     s = int(s)
@@ -36,11 +82,15 @@ def _fmt_s(s):
 
 class TrainView(LiveView):
     "Live training view: a progress bar, curves, throughput, ETA, GPU figures and a Stop button."
-    max_points = 300
-    def __init__(self, title:str="train"):
+    max_points = 300  # loss points kept for the curve (thinned by halves beyond)
+    poll_interval = 0.2  # seconds between looks for a click (`poll_comms`) while training
+    def __init__(self,
+                 title:str="train", # Shown at the top
+                ):
         widgets = need('ipywidgets')
         self.total, self.step, self.epoch, self.epochs, self.sps, self.eta = 0, 0, 0, 0, None, None
         self.losses, self.every, self.epoch_rows, self.info, self.stopping, self.ended = [], 1, [], '', False, ''
+        self._polled = 0.0
         super().__init__(title)
         self.html = self.widget
         self.button = widgets.Button(description='Stop', icon='stop', tooltip='Stop at the next step: checkpoint written, the same call resumes')
@@ -70,6 +120,8 @@ class TrainView(LiveView):
         now = time.monotonic()
         if k != 'train.step' or now - self._last >= self.min_interval:
             self._last = now; self.html.value = self._html()
+        if k == 'train.step' and now - self._polled >= self.poll_interval:
+            self._polled = now; poll_comms()  # a click on Stop reaches `_stop` here, while the cell still runs
 
     def finish(self, result, error:BaseException|None=None):
         "Show the final state and retire the button."
@@ -96,6 +148,8 @@ class TrainView(LiveView):
                 f"<div>{html.escape(line)}{state}</div><div style='display:flex;gap:12px;flex-wrap:wrap'>{curves}</div>"
                 f"<div style='font-size:12px'>{html.escape(self.ended)}</div>{res}")
 
-def make_view(args, ctx) -> TrainView:
+def make_view(args, # The parsed `%mlnb train` arguments
+              ctx, # The `VerbContext` (unused: the view needs no names)
+             ) -> TrainView:
     "The view for `%mlnb train` (named in the verb's `view=`)."
     return TrainView(f"train {getattr(args, 'model', '')}")

@@ -358,3 +358,59 @@ def test_interrupt_stops_cleanly_and_the_same_call_resumes(prj, tmp_path):
     res = json.loads(out.read_text())
     assert res['run_id'] == first['run_id'] and res['resumed_from'] == first['steps'] and res['steps'] == 69 and not res['stopped']
     assert [s for s, _ in history(prj, res['run_id'])] == list(range(1, 70))
+
+KERNEL_CELL = '''
+import time, torch
+torch.set_num_threads(1)
+from IPython.display import display
+from sklearn.datasets import load_digits
+from mlnb.config import Project
+from mlnb.core import events
+from mlnb.training import train
+from mlnb.widgets_train import TrainView
+X, y = load_digits(return_X_y=True)
+v = TrainView('t'); display(v.widget)
+print('BUTTON', v.button.model_id, flush=True)
+events.on('train.step', lambda ev: time.sleep(0.02) or (ev.data['step'] == 5 and print('TRAINING', flush=True)))
+torch.manual_seed(0)
+with events.listening('*', v.on_event):
+    r = train(torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10)), (X, y), epochs=20, batch_size=32,
+              project=Project(%r), log_model=False)
+print('RESULT', r.stopped, r.steps, v.stopping, flush=True)
+'''
+
+def test_stop_button_click_reaches_a_real_kernel_while_the_cell_trains(prj):
+    "A `comm_msg` click, sent as a browser sends it, stops the training in a running cell; a cell queued meanwhile runs after it."
+    import queue
+    from jupyter_client.manager import start_new_kernel
+    import mlnb
+    root = str(Path(mlnb.__file__).parent.parent)
+    env = {**ENV, 'PYTHONPATH': root + os.pathsep + os.environ.get('PYTHONPATH', '')}
+    km, kc = start_new_kernel(kernel_name='python3', env=env, cwd=str(prj.root))
+    try:
+        first = kc.execute(KERNEL_CELL % str(prj.root))
+        out, deadline, bid = [], time.monotonic() + 240, None
+        def read(until):
+            while time.monotonic() < deadline:
+                try: m = kc.get_iopub_msg(timeout=1)
+                except queue.Empty: continue
+                if m['msg_type'] == 'stream': out.append(m['content']['text'])
+                if m['msg_type'] == 'error': raise AssertionError('\n'.join(m['content']['traceback'])[-3000:])
+                if until(''.join(out)): return ''.join(out)
+            raise AssertionError(f"timed out; kernel output: {''.join(out)[-2000:]}")
+        bid = read(lambda t: 'BUTTON' in t).split('BUTTON ')[1].split()[0]
+        second = kc.execute("print('AFTER', r.stopped, flush=True)")  # waits behind the running cell
+        read(lambda t: 'TRAINING' in t)  # step 5 is done: the cell is in the training loop
+        kc.shell_channel.send(kc.session.msg('comm_msg', {'comm_id': bid, 'data': {'method': 'custom', 'content': {'event': 'click'}}}))
+        text = read(lambda t: 'AFTER' in t)
+        res = text.split('RESULT ')[1].split()
+        assert res[0] == 'True' and 5 <= int(res[1]) < 20 * 57 and res[2] == 'True', text[-1000:]
+        assert text.index('RESULT') < text.index('AFTER True')  # the queued cell ran after the stopped one, seeing its result
+        replies = {}
+        while len(replies) < 2 and time.monotonic() < deadline:
+            try: m = kc.get_shell_msg(timeout=5)
+            except queue.Empty: continue
+            if m['msg_type'] == 'execute_reply': replies[m['parent_header']['msg_id']] = m['content']['status']
+        assert replies == {first: 'ok', second: 'ok'}
+    finally:
+        kc.stop_channels(); km.shutdown_kernel(now=True)
