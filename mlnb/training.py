@@ -227,7 +227,8 @@ def _loader(ds, batch_size, shuffle=True, seed=0, pin=False, workers=0, collate=
     if workers and not batched: kw.update(num_workers=workers, persistent_workers=True, prefetch_factor=4)
     return DataLoader(ds, **kw)
 
-def pick_device(devices="auto") -> str:
+def pick_device(devices="auto", # 'auto', 'cuda' ('gpu', 'cuda:N'), 'mps' or 'cpu'
+               ) -> str:
     "'cuda', 'mps' or 'cpu' for `devices` ('auto' picks CUDA, then MPS, then CPU); an error for a missing one."
     torch = need('torch', extra='torch')
     d = str(devices or 'auto').lower()
@@ -241,7 +242,9 @@ def pick_device(devices="auto") -> str:
     if base not in ('cuda', 'mps', 'cpu'): raise TrainError(f"unknown device {devices!r}", hint="use 'auto', 'cuda', 'mps' or 'cpu'")
     return base
 
-def pick_precision(precision, device) -> str:
+def pick_precision(precision, # 'auto', 'bf16', 'fp16' or 'fp32'
+                   device, # What `pick_device` returned
+                  ) -> str:
     "Accelerate's mixed-precision mode ('bf16', 'fp16' or 'no') for `precision` on `device`."
     torch = need('torch')
     p = str(precision).lower()
@@ -319,7 +322,8 @@ def call_key(**parts) -> str:
     "A short stable hash of the parts that identify a training call."
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-def shapes(model) -> dict:
+def shapes(model, # A torch module
+          ) -> dict:
     "Parameter and buffer names with their shapes."
     return {k: list(v.shape) for k, v in model.state_dict().items()}
 
@@ -357,7 +361,8 @@ def rng_state() -> dict:
     if torch.cuda.is_available() and torch.cuda.is_initialized(): st['cuda'] = torch.cuda.get_rng_state_all()
     return st
 
-def set_rng_state(st:dict):
+def set_rng_state(st:dict, # What `rng_state` returned
+                 ):
     "Restore what `rng_state` returned."
     import numpy as np
     torch = need('torch')
@@ -440,20 +445,20 @@ class RunLog:
 @dataclass
 class TrainResult:
     "What `train` returns: the trained `model`, final `metrics`, the per-epoch `history` and the MLflow `run_id`."
-    model: Any
-    metrics: dict
-    run_id: str|None
-    history: list = field(default_factory=list)
-    steps: int = 0
-    epochs: int = 0
-    samples_per_s: float|None = None
-    mfu: float|None = None
-    device: str = 'cpu'
-    precision: str = 'fp32'
-    stopped: bool = False
-    resumed_from: int|None = None
-    checkpoint: str|None = None
-    model_uri: str|None = None
+    model: Any  # The trained model (the same object that was passed, or the one loaded from a folder)
+    metrics: dict  # The last epoch's metrics (`train_loss`, `val_...`, `samples_per_s`)
+    run_id: str|None  # The MLflow run (None untracked)
+    history: list = field(default_factory=list)  # One dict of metrics per epoch
+    steps: int = 0  # Optimizer steps taken, counting those before a resume
+    epochs: int = 0  # Epochs finished
+    samples_per_s: float|None = None  # Steady-state throughput (after warm-up; checkpoints and validation excluded)
+    mfu: float|None = None  # Model FLOPs utilisation on CUDA devices with a known peak
+    device: str = 'cpu'  # Where it trained ('cuda', 'mps', 'cpu'; 'cpu×2' under DDP)
+    precision: str = 'fp32'  # 'bf16', 'fp16' or 'fp32'
+    stopped: bool = False  # Stopped early by `stop()`, the Stop button or an interrupt: resumable
+    resumed_from: int|None = None  # The step this call resumed from, if it did
+    checkpoint: str|None = None  # The checkpoint to resume from, when stopped
+    model_uri: str|None = None  # The logged MLflow model (`models:/...`)
     checkpoint_s: float = 0.0  # time spent writing checkpoints (not counted in `samples_per_s`)
     def __repr__(self):
         m = ' '.join(f"{k}={v:.4g}" for k, v in self.metrics.items())
@@ -478,14 +483,17 @@ def stop():
 # %% ../nbs/30_training.ipynb #0e403032
 _PEAK = {'H200': 989e12, 'H100': 989e12, 'A100': 312e12, 'L40': 181e12, 'A10': 125e12, 'L4': 121e12, 'V100': 125e12}
 
-def peak_flops(device:str) -> float|None:
+def peak_flops(device:str, # 'cuda', 'mps' or 'cpu' (only CUDA devices have a known peak)
+              ) -> float|None:
     "Dense bf16/fp16 peak FLOP/s of the current CUDA device, when known."
     torch = need('torch')
     if device != 'cuda': return None
     name = torch.cuda.get_device_name()
     return next((v for k, v in _PEAK.items() if k in name), None)
 
-def flops_per_sample(model, batch) -> float:
+def flops_per_sample(model, # A torch module
+                     batch, # One batch, `(inputs, labels)` or a dict with `input_ids`: its sequence length counts
+                    ) -> float:
     "Training FLOPs per sample: 6 per non-embedding parameter per token."
     torch = need('torch')
     emb = sum(p.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters())
@@ -813,7 +821,7 @@ def text_data(tok, # A Hugging Face tokenizer
               target:str|None='label', # The label column of a DataFrame
               text:str='text', # The text column of a DataFrame
               max_length:int=128, # Longer texts are truncated
-              what:str='data',
+              what:str='data', # How to call it in messages
              ) -> DictData:
     "Texts and labels as a `DictData` of `input_ids`, `attention_mask` and `labels` tensors."
     if isinstance(data, dict):
@@ -1137,8 +1145,8 @@ def _train_ddp(model, ds, vs, c, project, n, tok) -> TrainResult:
 @dataclass
 class ScriptRun:
     "A launched training script: its command and exit code."
-    cmd: list
-    returncode: int
+    cmd: list  # The command that ran (torchrun and the script)
+    returncode: int  # Its exit code
     def __repr__(self): return f"ScriptRun(exit {self.returncode}: {' '.join(self.cmd)})"
 
 def launch_script(script, # A Python training script
