@@ -8,15 +8,16 @@ ratio = how many times better mlnb is. Medians of several repeats; the two sides
   `with mlnb.run()` block has closed, which flushes; mlflow: the synchronous calls). Target ratio >= 20.
 - "loop overhead": a small torch training loop (MLP 64-256-256-1, batch 64, STEPS steps, one torch thread so that the
   measure does not depend on OpenMP contention) logging its loss tensor (no `.item()`) every step inside an open run,
-  vs the same loop without logging. 4*REPEATS+1 pairs of loops, alternating which goes first; ratio = the median over
-  pairs of (time without / time with), so that load that changes between pairs cancels; "spread" is the
-  interquartile range of those paired ratios (what one pair is worth on this machine). Background flushes happen
-  inside the logged loop's time; the last flush of each logged loop (what a run's end costs) is done after its
-  timing, so no logging work spills into the next loop. Target >= 0.98. Also printed, for a loaded machine where
-  wall time is noisy: "cpu_ratio", the same median of paired ratios over this process's CPU time (the hot path and
-  the flush thread), "writer_cpu", the writer process's CPU time as a fraction of the logged loop's (MLflow's ORM
-  work, done in parallel: on another core when there is one), and "log_us", the µs one `mlnb.log(loss=loss, step=i)`
-  takes inside the loop (each call timed, less the cost of timing an empty call).
+  vs the same loop without logging. 4*REPEATS+1 triplets A-B-A' (without, with, without again: the logged loop is
+  bracketed, so load that drifts within a triplet cancels); ratio = the median over triplets of mean(A, A') / B.
+  Background flushes happen inside the logged loop's time; its last flush (what a run's end costs) is done after its
+  timing, so no logging work spills into the next loop. Target >= 0.98. Also printed, because wall time is noisy on a
+  loaded machine: "spread", the interquartile range of the triplet ratios; "control" and "control_spread", the same
+  for A / A' (two loops without logging: what the machine's noise alone gives); "cpu_ratio", the median ratio of
+  this process's CPU times (the hot path and the flush thread; immune to waiting for a CPU); "writer_cpu", the writer
+  process's CPU time as a fraction of the logged loop's (MLflow's ORM work, done in parallel: on another core when
+  there is one); "log_us", the µs one `mlnb.log(loss=loss, step=i)` takes inside the loop (the CPU time of each
+  call, less that of an empty call).
 Run: `python benchmarks/logging.py [REPEATS [E2E_REPEATS]] [CASE ...]` (defaults 5 and 3; CASE: per-call, end-to-end,
 loop; default all). mlflow's synchronous side dominates the time: 10,000 synchronous calls take 30 s on an idle
 machine, minutes on a loaded one.
@@ -104,13 +105,14 @@ def make_loop():
         return time.perf_counter() - t, time.process_time() - c
     return loop
 
-def loop_case(pairs, steps=STEPS):
-    """Medians over `pairs` pairs of loops without and with logging (alternating which goes first) of: wall time, the
-    paired ratio of wall times, the paired ratio of this process's CPU times, and the writer's share of CPU."""
+def loop_case(n, steps=STEPS):
+    """`n` triplets: a loop without logging, one with, one without again (A-B-A: the logged loop is bracketed, so that
+    load drifting within a triplet cancels). Medians of: wall times, the ratio mean(A, A') / B of wall times and of
+    this process's CPU times, the control ratio A / A' (1 plus noise), and the writer's CPU share of the logged loop."""
     import mlnb, psutil
     loop = make_loop()
     loop(100); loop(100, None)  # warm up
-    walls, ratios, cpu_ratios, writer = ([], []), [], [], []
+    walls, ratios, cpu_ratios, controls, writer = ([], []), [], [], [], []
     with mlnb_run('loop') as r:
         w = psutil.Process(r._buf._proc.pid)
         def wcpu(): t = w.cpu_times(); return t.user + t.system
@@ -121,22 +123,21 @@ def loop_case(pairs, steps=STEPS):
             r.flush()  # the end of the run: after the timing, before the next loop
             writer.append((wcpu() - c0) / dt[1])
             return dt
-        for k in range(pairs):
-            if k % 2: b = logged(); a = loop(steps)
-            else: a = loop(steps); b = logged()
-            walls[0].append(a[0]); walls[1].append(b[0])
-            ratios.append(a[0] / b[0]); cpu_ratios.append(a[1] / b[1])
-        # the hot path alone, timed call by call inside the loop (cold caches after each step), less the timer's cost
+        for k in range(n):
+            a, b, a2 = loop(steps), logged(), loop(steps)
+            walls[0].append((a[0] + a2[0]) / 2); walls[1].append(b[0])
+            ratios.append((a[0] + a2[0]) / 2 / b[0]); cpu_ratios.append((a[1] + a2[1]) / 2 / b[1]); controls.append(a[0] / a2[0])
+        # the hot path alone: CPU time of each call inside the loop (cold caches after each step), less the timer's cost
         def timed(fn, acc):
-            def call(**kw): t = time.perf_counter(); fn(**kw); acc[0] += time.perf_counter() - t
+            def call(**kw): t = time.thread_time(); fn(**kw); acc[0] += time.thread_time() - t
             return call
         inlog, empty = [0.0], [0.0]
         for _ in range(3):
             loop(steps, timed(mlnb.log, inlog)); loop(steps, timed(lambda **kw: None, empty)); r.flush()
         log_us = (inlog[0] - empty[0]) / (3 * steps) * 1e6
-    med = statistics.median
-    q = statistics.quantiles(ratios, n=4)
-    return med(walls[0]), med(walls[1]), med(ratios), med(cpu_ratios), med(writer), q[2] - q[0], log_us
+    med, iqr = statistics.median, lambda xs: (lambda q: q[2] - q[0])(statistics.quantiles(xs, n=4))
+    return dict(without=med(walls[0]), with_=med(walls[1]), ratio=med(ratios), spread=iqr(ratios), control=med(controls),
+                control_spread=iqr(controls), cpu_ratio=med(cpu_ratios), writer_cpu=med(writer), log_us=log_us)
 
 def line(case, m, p, unit, ratio, **extra):
     print(json.dumps({"bench": "logging", "case": case, "mlnb": round(m, 3), "peer": round(p, 3), "unit": unit,
@@ -158,9 +159,9 @@ def main(repeats=5, e2e_repeats=3, cases=('per-call', 'end-to-end', 'loop')):
         line("end-to-end vs mlflow sync", mm, pm, "metrics/s", mm / pm)
 
     if 'loop' in cases:
-        wo, w, ratio, cpu_ratio, writer, spread, log_us = loop_case(4 * repeats + 1)
-        line("loop overhead", w, wo, f"s per {STEPS} steps (mlnb: logging the loss tensor every step; peer: the same loop, no logging)",
-             ratio, spread=spread, cpu_ratio=cpu_ratio, writer_cpu=writer, log_us=log_us)
+        res = loop_case(4 * repeats + 1)
+        line("loop overhead", res.pop('with_'), res.pop('without'),
+             f"s per {STEPS} steps (mlnb: logging the loss tensor every step; peer: the same loop, no logging)", res.pop('ratio'), **res)
 
 if __name__ == '__main__':
     nums, names = [int(a) for a in sys.argv[1:] if a.isdigit()], [a for a in sys.argv[1:] if not a.isdigit()]
