@@ -7,14 +7,16 @@ Prints one JSON line per case:
  "mlnb_p95_ms": ..., "peer_p95_ms": ..., "errors": n}
 
 Cases: `mlp batched vs naive` (a torch MLP, 256 inputs, three hidden layers of 1024) and `transformer batched vs
-naive` (a 2-layer BERT built from a config, hidden 64, sequences of 64 token ids; the Hugging Face module itself, as
-a user logs it with `mlflow.pytorch`).
+naive` (a 2-layer BERT built from a config, hidden 32, sequences of 64 token ids; the Hugging Face module itself, as
+a user logs it with `mlflow.pytorch`). Both are small enough that one call per request is dominated by per-call cost,
+the regime micro-batching is for (a model whose batch-1 call is already compute-bound gains little from batching).
 
 Robust by design on a shared, loaded machine: both servers of a case run side by side for the whole case; the load
 comes from a separate process (a raw asyncio HTTP/1.1 keep-alive client, so the client is not the bottleneck) that
 sends a fixed number of requests per round; rounds alternate peer/mlnb in ABBA order; `mlnb` and `peer` are medians
 over rounds, `ratio` is the median of the per-pair ratios, p95s are medians of the rounds' p95s, `errors` counts every
-non-200 or failed request of every round.
+non-200 or failed request of every round. `mlnb_cpu_ms_per_req` and `peer_cpu_ms_per_req` (medians) are the CPU time
+each server process spent per request: what the throughput would be bound by on a machine with no other load.
 
     python benchmarks/serve.py [--requests 2000] [--repeats 3] [--concurrency 32] [--case mlp|transformer]
 
@@ -120,7 +122,7 @@ def make_models(prj):
     code = prj.root/'bench_transformer.py'; code.write_text(TRANSFORMER)
     sys.path.insert(0, str(prj.root))
     from bench_transformer import Logits
-    cfg = BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256,
+    cfg = BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
                      max_position_embeddings=128, num_labels=2)
     bert = Logits(BertForSequenceClassification(cfg)).eval()
     ids = np.random.default_rng(1).integers(1, 1000, size=(4, 64)).astype('int64')
@@ -152,13 +154,17 @@ def stop(p):
     except subprocess.TimeoutExpired: p.kill(); p.wait()
 
 
-def load(port, body_file, n, concurrency, cwd) -> dict:
-    "One round: `n` POSTs at `concurrency` from a separate load-generator process."
+def load(port, body_file, n, concurrency, cwd, server=None) -> dict:
+    "One round: `n` POSTs at `concurrency` from a separate load-generator process (and the server's CPU ms per request)."
+    import psutil
+    proc = psutil.Process(server.pid) if server is not None else None
+    cpu0 = sum(proc.cpu_times()[:2]) if proc else 0
     r = subprocess.run([sys.executable, '-c', LOADGEN, '127.0.0.1', str(port), '/predict', str(body_file), str(n), str(concurrency)],
                        cwd=cwd, capture_output=True, text=True, timeout=900)
     if r.returncode: raise RuntimeError(f"load generator failed: {r.stderr[-2000:]}")
     out = json.loads(r.stdout.strip().splitlines()[-1])
     out['errors'] += out.pop('failed_connections')
+    if proc: out['cpu_ms'] = (sum(proc.cpu_times()[:2]) - cpu0) * 1000 / n
     return out
 
 
@@ -192,7 +198,7 @@ def main():
             res = {'mlnb': [], 'peer': []}
             for r in range(a.repeats):
                 for side in (('peer', 'mlnb') if r % 2 == 0 else ('mlnb', 'peer')):
-                    res[side].append(load(ports[side], bodies[side], n, a.concurrency, prj.root))
+                    res[side].append(load(ports[side], bodies[side], n, a.concurrency, prj.root, procs[side]))
         finally:
             for p in procs.values(): stop(p)
         med = lambda side, k: statistics.median(x[k] for x in res[side])
@@ -200,7 +206,9 @@ def main():
         print(json.dumps({'bench': 'serve', 'case': f'{case} batched vs naive', 'mlnb': round(med('mlnb', 'rps'), 1),
                           'peer': round(med('peer', 'rps'), 1), 'unit': 'req/s', 'ratio': round(ratio, 2),
                           'mlnb_p95_ms': round(med('mlnb', 'p95_ms'), 2), 'peer_p95_ms': round(med('peer', 'p95_ms'), 2),
-                          'errors': sum(x['errors'] for s in res for x in res[s])}), flush=True)
+                          'errors': sum(x['errors'] for s in res for x in res[s]),
+                          'mlnb_cpu_ms_per_req': round(med('mlnb', 'cpu_ms'), 3), 'peer_cpu_ms_per_req': round(med('peer', 'cpu_ms'), 3)}),
+              flush=True)
 
 
 if __name__ == '__main__':

@@ -335,3 +335,51 @@ def test_notebook_magic_background_server(env, monkeypatch):
         assert not h.running
     finally:
         shell.run_line_magic('unload_ext', 'mlnb')
+
+
+def test_traffic_split_and_shadow(env):
+    "Champion and challenger in one real server: a split answers a fraction from the challenger; shadow logs the challenger's outputs under the same ids."
+    from mlnb.batching import served_log, performance
+    from mlnb.registry import promote
+    from sklearn.datasets import load_breast_cancer
+    prj, X, (m1, m2) = env['prj'], env['X'], env['models']
+    y = load_breast_cancer(as_frame=True).target
+    from mlnb.registry import RegistryError
+    for v, alias in ((1, 'champion'), (2, 'challenger')):
+        try: promote('cancer', v, alias=alias, gate=False, project=prj)
+        except RegistryError as e: assert 'already holds' in e.message
+    with server(prj, 'cancer@champion', '--poll-s', '0', '--challenger', 'challenger', '--split', '0.3') as url, httpx.Client(base_url=url) as c:
+        got = [c.post('/predict', json=X.iloc[i].to_dict()).json() for i in range(100)]
+        by = {v: [g for g in got if g['version'] == v] for v in (1, 2)}
+        assert 10 <= len(by[2]) <= 50 and len(by[1]) + len(by[2]) == 100
+        for i, g in enumerate(got):  # each answer is the answering version's own prediction
+            assert g['prediction'] == (m1 if g['version'] == 1 else m2).predict(X.iloc[i:i + 1])[0]
+        m = c.get('/metrics').text
+        assert metric(m, 'mlnb_predictions_total{mode="answer",version="2"}') == len(by[2])
+        assert metric(m, 'mlnb_predictions_total{mode="answer",version="1"}') == len(by[1])
+        assert 'mlnb_model_version{alias="challenger",model="cancer"} 2.0' in m
+        assert c.get('/model').json()['challenger'] == {'alias': 'challenger', 'version': 2, 'split': 0.3, 'shadow': False}
+    rows = list(range(300, 360))
+    with server(prj, 'cancer@champion', '--poll-s', '0', '--challenger', '2', '--shadow') as url, httpx.Client(base_url=url) as c:
+        r = c.post('/predict', json=X.iloc[rows].to_dict('records')).json()
+        assert r['version'] == 1 and r['predictions'] == m1.predict(X.iloc[rows]).tolist()  # the client sees the champion only
+        one = [c.post('/predict', json=X.iloc[i].to_dict()).json() for i in rows[:10]]
+        assert {o['version'] for o in one} == {1}
+        ids = r['ids'] + [o['id'] for o in one]
+        assert c.post('/feedback', json=[{'id': i, 'label': int(y.iloc[k])} for i, k in zip(r['ids'], rows)]).json() == {'accepted': 60}
+        t0 = time.time()
+        while metric(c.get('/metrics').text, 'mlnb_predictions_total{mode="shadow",version="2"}') != 70:
+            assert time.time() - t0 < 30, c.get('/metrics').text
+            time.sleep(0.1)
+    log = served_log('cancer', project=prj, shadow=True)
+    sh = log[log.shadow & log.id.isin(ids)].set_index('id').loc[ids]
+    assert set(sh.version) == {2} and sh.prediction.tolist()[:60] == m2.predict(X.iloc[rows]).tolist()
+    assert not served_log('cancer', project=prj).id.duplicated().any()  # the shadow rows stay out of the served data
+    perf = performance('served:cancer', project=prj)
+    perf = perf[perf.model == 'cancer'].set_index('version')
+    # the challenger's live accuracy is that of its shadow predictions on the labelled requests
+    assert perf.loc[2, 'labelled'] == 60
+    assert perf.loc[2, 'accuracy'] == pytest.approx(float((m2.predict(X.iloc[rows]) == y.iloc[rows]).mean()))
+    r = subprocess.run([*CLI, 'serve', 'cancer', '--split', '0.2', '--port', str(free_port())], cwd=prj.root, env=_env(),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and 'need a challenger' in r.stderr
