@@ -7,7 +7,7 @@ synchronised at both ends). MFU = samples/s x 6 x non-embedding parameters x tok
 mlnb runs with its per-step events and a text progress renderer on, and tracking on where MLflow is installed.
 
 Prints one JSON line per case: {"bench": "train", "case": ..., "mlnb": samples_per_s, "peer": samples_per_s,
-"unit": "samples/s", "ratio": mlnb/peer, "mfu_mlnb": ..., "mfu_peer": ...}. Targets (issue 5): vs plain loop >= 0.97,
+"unit": "samples/s", "ratio": mlnb/peer (vs plain loop: the median of A/B/B/A paired ratios), "mfu_mlnb": ..., "mfu_peer": ...}. Targets (issue 5): vs plain loop >= 0.97,
 vs hf trainer >= 1.3, compiled vs compiled plain loop >= 0.97.
 `BENCH_SMALL=1` shrinks everything for a CPU smoke test of this script (numbers then mean nothing).
 """
@@ -91,7 +91,7 @@ def mfu(sps, net, d):
     return round(sps * flops_per_sample(net, ({k: v[:1] for k, v in d.items()}, None)) / peak, 4) if peak else None
 
 def line(case, m, p, net, d, **extra):
-    out = {"bench": "train", "case": case, "mlnb": round(m, 1), "peer": round(p, 1), "unit": "samples/s", "ratio": round(m / p, 3),
+    out = {"bench": "train", "case": case, "mlnb": round(m, 1), "peer": round(p, 1), "unit": "samples/s", "ratio": round(m / p, 3),  # a paired median in extra wins
            "mfu_mlnb": mfu(m, net, d), "mfu_peer": mfu(p, net, d), "device": torch.cuda.get_device_name() if DEV == 'cuda' else 'cpu',
            "precision": PREC, "batch": B, "seq": T, "steps": STEPS, "tracking": TRACK, **extra}
     print(json.dumps(out), flush=True)
@@ -106,9 +106,11 @@ def main():
         prj = Project(root)
         with_mlnb(d, prj); plain_loop(d)  # warm-up: kernels, allocator, imports
         m, p = [], []
-        for _ in range(2):
-            r = with_mlnb(d, prj); m.append(r.samples_per_s); p.append(plain_loop(d))
-        line("vs plain loop", statistics.median(m), statistics.median(p), net, d, mlnb_runs=[round(x) for x in m], peer_runs=[round(x) for x in p])
+        for i in range(int(os.environ.get('BENCH_PAIRS', 3))):  # A B, B A, A B: drifts cancel
+            if i % 2 == 0: m.append(with_mlnb(d, prj).samples_per_s); p.append(plain_loop(d))
+            else: p.append(plain_loop(d)); m.append(with_mlnb(d, prj).samples_per_s)
+        line("vs plain loop", statistics.median(m), statistics.median(p), net, d, ratio=round(statistics.median(a / b for a, b in zip(m, p)), 3),
+             mlnb_runs=[round(x) for x in m], peer_runs=[round(x) for x in p])
         line("vs hf trainer", statistics.median(m), hf_trainer(d), net, d)
         if os.environ.get('BENCH_NO_COMPILE'): return
         pc = plain_loop(d, compile=True)
