@@ -29,7 +29,10 @@ class RegistryError(MlnbError):
 
 class PromotionRefused(MlnbError):
     "The gate refused a promotion; `comparison` holds the scores."
-    def __init__(self, message, hint=None, comparison=None):
+    def __init__(self, message:str, # What was refused, in one line
+                 hint:str|None=None, # What to do about it
+                 comparison=None, # The gate's `Comparison`
+                ):
         super().__init__(message, hint); self.comparison = comparison
 
 # %% ../nbs/60_registry.ipynb #5e814b20
@@ -123,11 +126,11 @@ def _metric_fn(name:str) -> Callable:
 @dataclass
 class Gate:
     "The promotion gate: holdout `X`, `y`; `metric` name or callable; `min_improvement`; `higher_is_better`."
-    X: Any
-    y: Any
-    metric: str|Callable|None = None
-    min_improvement: float|None = None
-    higher_is_better: bool|None = None
+    X: Any # The holdout's features (what the models' `predict` takes)
+    y: Any # The holdout's true labels or values
+    metric: str|Callable|None = None # A metric name (setting `registry.metric`) or `metric(y_true, y_pred)`
+    min_improvement: float|None = None # How much better the candidate must score (setting `registry.min_improvement`)
+    higher_is_better: bool|None = None # Is a higher metric better (default: known from the metric's name)
     def resolved(self, prj:Project) -> Gate:
         "This gate with unset parts filled from the project's settings."
         m = self.metric or prj.settings['registry.metric']
@@ -153,7 +156,10 @@ def _read_table(path:str|Path):
     return pd.read_parquet(p) if p.suffix in ('.parquet', '.pq') else pd.read_csv(p)
 
 def gate_from(gate, # A `Gate`, `(X, y)`, a DataFrame with the target column, a file path, or None (the `registry.holdout` setting)
-              prj:Project, target:str|None=None, **overrides) -> Gate:
+              prj:Project, # The project (its settings fill what is unset)
+              target:str|None=None, # The label column of a DataFrame or file (setting `registry.target`)
+              **overrides, # `Gate` fields to set: metric, min_improvement, higher_is_better
+             ) -> Gate:
     "A resolved `Gate` from what the user passed."
     target = target or prj.settings['registry.target']
     if gate is None:
@@ -175,17 +181,17 @@ def gate_from(gate, # A `Gate`, `(X, y)`, a DataFrame with the target column, a 
 @dataclass
 class Comparison:
     "The gate's decision: candidate and incumbent scores on one holdout, and whether the candidate was promoted."
-    model: str
-    alias: str
-    metric: str
-    candidate: int
-    candidate_score: float|None
-    incumbent: int|None = None
-    incumbent_score: float|None = None
-    min_improvement: float = 0.0
-    higher_is_better: bool = True
-    promoted: bool = False
-    gated: bool = True
+    model: str # The registered model
+    alias: str # The alias at stake
+    metric: str # The metric's name
+    candidate: int # The candidate version
+    candidate_score: float|None # Its score on the holdout (None: ungated)
+    incumbent: int|None = None # The version holding the alias (None: none)
+    incumbent_score: float|None = None # Its score on the same holdout
+    min_improvement: float = 0.0 # The improvement the gate required
+    higher_is_better: bool = True # Is a higher metric better
+    promoted: bool = False # Did the alias move
+    gated: bool = True # Was the gate applied (False: promoted with `gate=False`)
     @property
     def improvement(self) -> float|None:
         if self.candidate_score is None or self.incumbent_score is None: return None
@@ -279,7 +285,8 @@ def promote(name:str, # The registered model
 
 def rollback(name:str, # The registered model
              alias:str="champion", # The alias to move back
-             *, project=None, reason:str|None=None, # Why (kept in the audit log)
+             *, project=None, # The project (default: the one at or above the current folder)
+             reason:str|None=None, # Why (kept in the audit log)
             ):
     "Move `alias` back to the version that held it before the last promotion; returns that `ModelVersion`."
     prj = _project(project); client = _client(prj)
@@ -308,7 +315,8 @@ class ModelTable(list):
     def _repr_html_(self): return html_table(list(self), self.columns, caption="registered models")
 
 def list_models(name:str|None=None, # One registered model, or all
-                *, project=None) -> ModelTable:
+                *, project=None, # The project (default: the one at or above the current folder)
+               ) -> ModelTable:
     "One row per registered version: aliases, run metrics, gate score, audit count."
     import datetime
     prj = _project(project); client = _client(prj)

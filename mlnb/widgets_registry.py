@@ -16,7 +16,9 @@ __all__ = ['RegistryView', 'make_view', 'ServeView', 'make_serve_view']
 # %% ../nbs/96_widgets_registry.ipynb #27ec4bee
 class RegistryView(LiveView):
     "The registry table with confirm-first Promote and Rollback."
-    def __init__(self, title:str="registry", actions:dict|None=None):
+    def __init__(self, title:str="registry", # The view's title
+                 actions:dict|None=None, # `{'promote': f(name, version, alias), 'rollback': f(name, alias), 'list': f()}` (default: the registry's)
+                ):
         super().__init__(title)
         w = need('ipywidgets')
         from mlnb import registry as R
@@ -71,14 +73,17 @@ class RegistryView(LiveView):
         try: self.finish(self.actions['list']())
         except Exception as e: self.status.value += f"<div>could not refresh: {html.escape(str(e))}</div>"
 
-def make_view(args, ctx) -> RegistryView:
+def make_view(args, # The parsed `%mlnb registry` arguments
+              ctx, # The verb's context
+             ) -> RegistryView:
     "The live view of `%mlnb registry`."
     return RegistryView(f"registry{' ' + args.name if getattr(args, 'name', None) else ''}")
 
 # %% ../nbs/96_widgets_registry.ipynb #529514d8
 class ServeView(LiveView):
     "Status of a background server, with Refresh and Stop."
-    def __init__(self, title:str="serve"):
+    def __init__(self, title:str="serve", # The view's title
+                ):
         super().__init__(title)
         w = need('ipywidgets')
         self.html = self.widget
@@ -97,6 +102,8 @@ class ServeView(LiveView):
         if hasattr(self.result, 'stop'): self.result.stop()
         self.refresh(); self.stop_b.disabled = True
 
-def make_serve_view(args, ctx) -> ServeView:
+def make_serve_view(args, # The parsed `%mlnb serve` arguments
+                    ctx, # The verb's context
+                   ) -> ServeView:
     "The live view of `%mlnb serve`."
     return ServeView(f"serve {args.target}")

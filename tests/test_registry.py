@@ -168,3 +168,46 @@ def test_challenger_alias_and_python_api(reg):
     rows = {r['version']: r['aliases'] for r in mlnb.list_models('cancer', project=prj)}
     assert 'challenger' in rows[2] and 'shadow' in rows[2]
     assert '<table' in mlnb.list_models(project=prj)._repr_html_()
+
+
+def test_registry_widget_confirms_before_acting(reg, monkeypatch):
+    """The `%mlnb registry` view on the real registry: Promote and Rollback change nothing until Confirm (the human in the
+    loop); Cancel leaves the registry and the audit log as they were; a confirmed action is gated and audited."""
+    pytest.importorskip('ipywidgets')
+    from types import SimpleNamespace
+    from mlnb.audit import audit_log
+    from mlnb.registry import _client, list_models
+    from mlnb.widgets_registry import make_view
+    prj, _, _ = reg
+    monkeypatch.chdir(prj.root); monkeypatch.setenv('MLNB_REGISTRY_HOLDOUT', 'holdout.csv')
+    def widget_alias():
+        try: return int(_client(prj).get_model_version_by_alias('cancer', 'widget').version)
+        except Exception: return None
+    audited = lambda: [e['action'] for e in audit_log(prj).entries()]
+    v = make_view(SimpleNamespace(name='cancer'), None)
+    v.finish(list_models('cancer'))
+    assert v.model.value == 'cancer' and [int(x) for x in v.version.options] == [1, 2, 3]
+    pick = lambda ver: setattr(v.version, 'value', next(x for x in v.version.options if int(x) == ver))
+    v.alias.value = 'widget'; pick(1)
+    n = len(audited())
+    v.promote_b.click()                                   # asks, does not act
+    assert v.confirm_box.layout.display == 'flex' and 'Promote cancer v1 to @widget' in v.question.value
+    assert widget_alias() is None and len(audited()) == n
+    v.cancel_b.click()                                    # cancelled: nothing happened
+    assert v.confirm_box.layout.display == 'none' and 'cancelled' in v.status.value
+    assert widget_alias() is None and len(audited()) == n
+    v.confirm_b.click()                                   # a stray Confirm with nothing pending does nothing
+    assert widget_alias() is None and len(audited()) == n
+    v.promote_b.click(); v.confirm_b.click()              # confirmed: promoted through the gate
+    assert widget_alias() == 1 and '✔' in v.status.value and audited()[n:] == ['promote']
+    pick(3); v.promote_b.click()
+    assert widget_alias() == 1
+    v.confirm_b.click()                                   # the logistic regression beats naive Bayes on the holdout
+    assert widget_alias() == 3 and audited()[n:] == ['promote', 'promote']
+    v.rollback_b.click()
+    assert 'Roll cancer @widget back' in v.question.value and widget_alias() == 3 and len(audited()) == n + 2
+    v.confirm_b.click()
+    assert widget_alias() == 1 and 'version 1' in v.status.value and audited()[n:] == ['promote', 'promote', 'rollback']
+    pick(2); v.promote_b.click(); v.confirm_b.click()     # the constant dummy loses: refused, shown, audited, nothing moved
+    assert widget_alias() == 1 and '✘' in v.status.value and audited()[-1] == 'promote.refused'
+    assert audit_log(prj).verify().ok
