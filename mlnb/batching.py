@@ -15,14 +15,16 @@ from .config import Project, find_project
 try: import orjson as _orjson  # fast JSON when installed (the prediction log and the server's hot path)
 except ImportError: _orjson = None
 
-def dumps_bytes(obj) -> bytes:
+def dumps_bytes(obj, # Anything JSON-able (numpy values too with orjson; other objects become strings)
+               ) -> bytes:
     "`obj` as compact JSON bytes: orjson when installed (numpy values included), else the standard library."
     if _orjson is not None:
         try: return _orjson.dumps(obj, default=str, option=_orjson.OPT_SERIALIZE_NUMPY | _orjson.OPT_NON_STR_KEYS)
         except (TypeError, _orjson.JSONEncodeError): pass  # e.g. an int over 64 bits, NaN-free standard path below
     return json.dumps(obj, default=str, separators=(',', ':')).encode()
 
-def loads_bytes(data:bytes|str):
+def loads_bytes(data:bytes|str, # A JSON document
+               ):
     "Parse JSON: orjson when installed, else the standard library (both raise `ValueError` on bad JSON)."
     return _orjson.loads(data) if _orjson is not None else json.loads(data)
 
