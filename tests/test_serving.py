@@ -383,3 +383,17 @@ def test_traffic_split_and_shadow(env):
     r = subprocess.run([*CLI, 'serve', 'cancer', '--split', '0.2', '--port', str(free_port())], cwd=prj.root, env=_env(),
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and 'need a challenger' in r.stderr
+
+
+def test_quantize_int8(env):
+    "`mlnb serve --quantize int8` serves the torch model with dynamically quantized Linear layers: close to fp32, and says so."
+    import numpy as np
+    pytest.importorskip('mlnb.scoring')
+    xs, ys = env['mlp_x'], env['mlp_y']
+    with server(env['prj'], 'mlp', '--poll-s', '0', '--quantize', 'int8') as url, httpx.Client(base_url=url) as c:
+        assert c.get('/model').json()['quantize'] == 'int8'
+        got = np.asarray(c.post('/predict', json=xs.tolist()).json()['predictions'])
+        assert got.shape == ys.shape and np.abs(got - ys).max() < 0.05 * np.abs(ys).max() + 0.02
+    r = subprocess.run([*CLI, 'serve', 'cancer', '--quantize', 'int8', '--port', str(free_port())], cwd=env['prj'].root,
+                       env=_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and 'needs a torch model' in r.stderr   # a scikit-learn model cannot be quantized: a clear error
