@@ -140,7 +140,19 @@ def save(path:Path, # The tutorial notebook
     nbformat.validate(nbformat.from_dict(d))
     path.write_text(json.dumps(d, indent=1, ensure_ascii=False) + '\n')
     nbdev_clean_file(path)  # and in the file format nbdev-clean writes
+    rec = json.loads(SAVED.read_text()) if SAVED.exists() else {}
+    rec[path.name] = code_hash(json.loads(path.read_text()))
+    SAVED.write_text(json.dumps(dict(sorted(rec.items())), indent=1) + '\n')
     return path
+
+SAVED = TUTORIALS/'.saved_outputs.json'  # tutorial -> `code_hash` of the code its saved outputs came from
+
+def code_hash(nb:dict, # A notebook (a dict)
+             ) -> str:
+    "A hash of the notebook's code cells: the saved outputs are current while it matches the one recorded when they were saved."
+    import hashlib
+    code = '\n\x00'.join(''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'code')
+    return hashlib.sha256(code.encode()).hexdigest()[:16]
 
 def nbdev_clean_file(path:Path, # The notebook to clean in place
                     ):
@@ -203,6 +215,13 @@ def test_outputs_saved(name):
                 or re.search(r'^print\(', s, re.M)
         if shows and not c.get('outputs'): missing.append(s.splitlines()[0][:60])
     assert not missing, f"{name}: cells with no saved output (run `python tests/test_tutorials.py {name}`): {missing}"
+
+@pytest.mark.parametrize('name', tutorials())
+def test_outputs_current(name):
+    "The saved outputs came from the code the tutorial has now (a code change needs a re-save)."
+    rec = json.loads(SAVED.read_text()) if SAVED.exists() else {}
+    assert rec.get(name) == code_hash(_load(name)), \
+        f"{name}: its code changed since its outputs were saved: run `python tests/test_tutorials.py {name}` and commit the result"
 
 @pytest.mark.parametrize('name', tutorials())
 def test_outputs_do_not_churn(name):
