@@ -674,8 +674,9 @@ def _fit(model, train_ds, val_ds, c:dict, project, distributed:bool=False) -> di
         p = st['pending']
         if p is None: return
         st['pending'] = None
-        s, lt, lr_, ep = p
+        s, lt, lr_, ep, m = p
         lv = float(lt)
+        st['ep_sum'] += lv * m; st['ep_n'] += m  # the epoch's train_loss from the floats read anyway: no tensor op per step
         el = time.perf_counter() - st['t0'] - st['paused']; done = s - st['s0']
         sps = st['samples'] / el if el > 0 else 0.0
         eta = el / done * (total - s) if done else None
@@ -708,7 +709,7 @@ def _fit(model, train_ds, val_ds, c:dict, project, distributed:bool=False) -> di
                 else:
                     dl = acc.skip_first_batches(train_dl, skip) if skip else train_dl
                     if hasattr(dl, 'set_epoch'): dl.set_epoch(epoch)  # Accelerate's loaders reset the sampler's epoch to their own count
-                ep_sum, ep_n, acc_loss, micro, bi = torch.zeros((), device=acc.device), 0, None, 0, skip
+                st['ep_sum'], st['ep_n'], acc_loss, micro, bi = 0.0, 0, None, 0, skip
                 per = acc.num_processes if distributed else 1
                 model.train()
                 for batch in dl:
@@ -734,9 +735,8 @@ def _fit(model, train_ds, val_ds, c:dict, project, distributed:bool=False) -> di
                     if sync:
                         if sched is not None: sched.step()
                         step += 1
-                        ep_sum += acc_loss; ep_n += micro
                         resolve()
-                        st['pending'] = (step, acc_loss / micro if micro > 1 else acc_loss, inner.param_groups[0]['lr'], epoch)
+                        st['pending'] = (step, acc_loss / micro if micro > 1 else acc_loss, inner.param_groups[0]['lr'], epoch, micro)
                         if not lag: resolve()
                         acc_loss, micro = None, 0
                         if step == warm_at: _sync(dev); st['warm'] = (time.perf_counter(), st['samples'], st['paused'])
@@ -744,8 +744,9 @@ def _fit(model, train_ds, val_ds, c:dict, project, distributed:bool=False) -> di
                         if _STOP.is_set(): checkpoint(epoch, bi); stopped = True; break
                 resolve()
                 if stopped: break
-                tl = acc.reduce(ep_sum, 'sum') / max(ep_n * acc.num_processes, 1) if distributed else ep_sum / max(ep_n, 1)
-                em = dict(epoch=epoch + 1, train_loss=float(tl))  # float(): waits for the epoch's last step
+                tl = st['ep_sum'] / max(st['ep_n'], 1)
+                if distributed: tl = float(acc.reduce(torch.tensor(st['ep_sum'], device=acc.device), 'sum')) / max(st['ep_n'] * acc.num_processes, 1)
+                em = dict(epoch=epoch + 1, train_loss=tl)
                 tv = time.perf_counter()
                 el = tv - st['t0'] - st['paused']
                 em['samples_per_s'] = st['samples'] / el if el > 0 else None
