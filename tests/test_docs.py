@@ -240,7 +240,7 @@ def preview(processed, tmp_path_factory):
 @pytest.mark.timeout(900)  # may be the test that sets up the processing fixture
 def test_preview_links_resolve(preview):
     out, pages, failed = preview
-    assert {'index.html', 'core.html', 'tutorials/end_to_end.html'} <= set(pages), pages
+    assert {'index.html', 'core.html', 'tutorials/end_to_end.html', 'tutorials/tune_explain_card.html', 'tutorials/pipeline_serve_retrain.html'} <= set(pages), pages
     parsed = {}
     for p in pages:
         parsed[p] = _Links(); parsed[p].feed((out/p).read_text())
