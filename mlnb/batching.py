@@ -38,24 +38,27 @@ class Batcher:
     def __init__(self, predict, # `predict(model, rows) -> list` of one prediction per row; runs in a worker thread
                  get_model, # `() -> model` to use for the next batch (read once per batch: a hot swap lands between batches)
                  max_batch:int=64, # Most rows in one call (a request bigger than this is one call of its own)
-                 max_wait_ms:float=2.0, # Longest wait for more requests once the first is queued
+                 max_wait_ms:float=2.0, # Longest the first request of a batch waits (from its arrival) for others to join
                  on_batch=None, # `on_batch(rows, seconds)` after each model call
-                 init_thread=None, # Called once in the model thread (e.g. to set torch's threads, which are per thread)
+                 init_thread=None, # Called once in each model thread (e.g. to set torch's threads, which are per thread)
+                 threads:int=1, # Model calls in flight at once, each in its own thread (2: the next batch runs while this one finishes)
                 ):
         self.predict, self.get_model, self.max_batch, self.max_wait = predict, get_model, max(1, max_batch), max_wait_ms / 1000
         self.on_batch = on_batch or (lambda n, dt: None)
         self._q: asyncio.Queue|None = None; self._task = None
         from concurrent.futures import ThreadPoolExecutor
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix='mlnb-model', initializer=init_thread)
+        self.threads = max(1, threads)
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix='mlnb-model', initializer=init_thread)
     def start(self):
-        self._q = asyncio.Queue(); self._task = asyncio.get_running_loop().create_task(self._run())
+        self._q, self._free = asyncio.Queue(), asyncio.Semaphore(self.threads)
+        self._task = asyncio.get_running_loop().create_task(self._run())
     async def stop(self):
         if self._task: self._task.cancel()
         self._pool.shutdown(wait=False)
     async def submit(self, rows:list) -> tuple[list, Any]:
         "Predictions for `rows`, and the model that made them."
         fut = asyncio.get_running_loop().create_future()
-        self._q.put_nowait((rows, fut))
+        self._q.put_nowait((rows, fut, asyncio.get_running_loop().time()))
         return await fut
     def _predict(self, model, rows):
         out = self.predict(model, rows)
@@ -64,18 +67,25 @@ class Batcher:
     async def _run(self):
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._q.get()]; n = len(batch[0][0])
-            deadline = loop.time() + self.max_wait
-            while n < self.max_batch:
-                try: item = self._q.get_nowait()
-                except asyncio.QueueEmpty:
-                    left = deadline - loop.time()
-                    if left <= 0: break
-                    try: item = await asyncio.wait_for(self._q.get(), left)
-                    except asyncio.TimeoutError: break
-                batch.append(item); n += len(item[0])
-            batch = [(r, f) for r, f in batch if not f.done()]  # cancelled (client went away)
-            if not batch: continue
+            await self._free.acquire()  # a model thread is free: collect the next batch
+            try:
+                batch = [await self._q.get()]; n = len(batch[0][0])
+                deadline = batch[0][2] + self.max_wait  # from its arrival: requests queued while the model was busy go at once
+                while n < self.max_batch:
+                    try: item = self._q.get_nowait()
+                    except asyncio.QueueEmpty:
+                        left = deadline - loop.time()
+                        if left <= 0: break
+                        try: item = await asyncio.wait_for(self._q.get(), left)
+                        except asyncio.TimeoutError: break
+                    batch.append(item); n += len(item[0])
+            except BaseException: self._free.release(); raise
+            batch = [(r, f) for r, f, _ in batch if not f.done()]  # cancelled (client went away)
+            if not batch: self._free.release(); continue
+            loop.create_task(self._call(batch, n))
+    async def _call(self, batch, n):
+        loop = asyncio.get_running_loop()
+        try:
             slot = self.get_model()
             rows = [x for r, _ in batch for x in r]
             t0 = time.perf_counter()
@@ -95,6 +105,7 @@ class Batcher:
                         if f.done(): continue
                         f.set_exception(res) if isinstance(res, Exception) else f.set_result(res)
             self.on_batch(n, time.perf_counter() - t0)
+        finally: self._free.release()
 
 # %% ../nbs/69_batching.ipynb #dbedaef4
 class LRUCache:

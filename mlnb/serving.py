@@ -30,6 +30,7 @@ setting("serve.poll_s", 5.0, "Seconds between checks whether the served alias mo
 setting("serve.max_body_kb", 1024, "Largest request body accepted, in KiB (larger: 413)")
 setting("serve.api_key", "", "API key required in the X-API-Key header on all but /health and /ready (needed to bind anything but loopback)")
 setting("serve.log_predictions", True, "Append every prediction to the prediction log (.mlnb/served/)")
+setting("serve.model_threads", 2, "Model calls in flight at once per served version (2: the next batch runs while one finishes)")
 setting("serve.torch_threads", 1, "torch intra-op threads in a server process (0: torch's default); one per process suits batched serving")
 setting("serve.log_max_mb", 64, "Size at which the prediction log rolls over to NAME.jsonl.1")
 setting("serve.access_log", False, "uvicorn's access log line per request (the metrics and the prediction log record every request anyway)")
@@ -203,10 +204,11 @@ class ModelServer:
         self._ids = (os.urandom(8).hex(), itertools.count())
         self._shadow_rows, self._shadow_tasks = 0, set()
         self._make_metrics()
+        k = st['serve.model_threads']
         self.batcher = Batcher(predict_rows, lambda: self.slot, self.max_batch, self.max_wait_ms, on_batch=self._on_batch,
-                               init_thread=self._init_model_thread)
+                               init_thread=self._init_model_thread, threads=k)
         self.cbatcher = Batcher(predict_rows, lambda: self.challenger, self.max_batch, self.max_wait_ms, on_batch=self._on_batch,
-                                init_thread=self._init_model_thread) if self.challenger is not None else None
+                                init_thread=self._init_model_thread, threads=k) if self.challenger is not None else None
 
     def _load(self, alias, version) -> ModelSlot:
         slot = load_slot(self.prj, self.name, alias, version)
