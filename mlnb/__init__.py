@@ -9,7 +9,7 @@ _API = {
     'settings': 'config', 'find_project': 'config', 'Project': 'config',
     'run': 'track', 'log': 'track', 'log_params': 'track', 'log_artifact': 'track', 'log_figure': 'track', 'set_tags': 'track', 'log_dataset': 'track', 'active_run': 'track', 'runs': 'track', 'sync': 'logger',
     'register': 'registry', 'promote': 'registry', 'rollback': 'registry', 'list_models': 'registry', 'Gate': 'registry',
-    'serve': 'serving', 'served_log': 'batching', 'served_performance': 'batching', 'audit_log': 'audit',
+    'serve': 'serving', 'served_log': 'batching', 'served_performance': 'batching', 'performance': 'batching', 'audit_log': 'audit',
     'init': 'project', 'quickstart': 'demo', 'use_template': 'templates',
     'step': 'pipelines', 'reproduce': 'pipelines', 'pipeline_add': 'pipelines',
     'train': 'training', 'evaluate': 'training',
