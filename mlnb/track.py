@@ -601,6 +601,7 @@ def run_cell(code:str, # The cell's source (IPython syntax allowed)
     fname = f"<mlnb-track-{time.time_ns()}>"
     linecache.cache[fname] = (len(src), None, src.splitlines(True), fname)
     tree = ast.parse(src, fname)
+    if sh is not None: tree = sh.transform_ast(tree)  # IPython's AST transformers (mlnb's bare-magic one among them)
     last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
     exec(compile(tree, fname, 'exec'), ns)
     if last is not None:
