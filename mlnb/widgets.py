@@ -14,23 +14,23 @@ __all__ = ['LiveView']
 
 # %% ../nbs/92_widgets.ipynb #c3a22db3
 class LiveView:
-    "Base of live views: an `ipywidgets.HTML` `widget` re-rendered by `render()` at most every `min_interval` s."
+    "Base of live views: an `ipywidgets.HTML` (`html`) re-rendered by `render()` at most every `min_interval` s; `widget` is what is displayed: `html`, or a box around it that subclasses build."
     min_interval = 0.25
     def __init__(self, title:str="", # The heading the view shows
                 ):
         widgets = need('ipywidgets')
         self.title, self.events, self.result, self.error, self._last = title, [], None, None, 0.0
-        self.widget = widgets.HTML(value=self._html())
+        self.html = self.widget = widgets.HTML(value=self._html())
     def on_event(self, ev:Event):
         "Keep the event and re-render, throttled."
         import time
         self.events.append(ev)
         now = time.monotonic()
-        if now - self._last >= self.min_interval: self._last = now; self.widget.value = self._html()
+        if now - self._last >= self.min_interval: self._last = now; self.html.value = self._html()
     def finish(self, result, error:BaseException|None=None):
         "Show the final state."
         self.result, self.error = result, error
-        self.widget.value = self._html()
+        self.html.value = self._html()
     def render(self) -> str:
         "The view's HTML body; subclasses override."
         if self.result is not None and hasattr(self.result, '_repr_html_'): return self.result._repr_html_()

@@ -20,7 +20,6 @@ class DriftView(LiveView):
                 ):
         super().__init__(title)
         w = need('ipywidgets')
-        self.html = self.widget
         self.sort = w.Dropdown(options=[('most drifted first', 'drift'), ('column', 'column'), ('test', 'test')], description='sort')
         self.pick = w.Dropdown(options=[], description='column')
         self.hist = w.HTML()

@@ -24,7 +24,6 @@ class RegistryView(LiveView):
         from mlnb import registry as R
         self.actions = actions or {'promote': lambda n, v, a: R.promote(n, v, a), 'rollback': lambda n, a: R.rollback(n, a),
                                    'list': lambda: R.list_models()}
-        self.html = self.widget
         self.model = w.Dropdown(description='model', options=[]); self.version = w.Dropdown(description='version', options=[])
         self.alias = w.Text(value='champion', description='alias')
         self.promote_b, self.rollback_b = w.Button(description='Promote…', button_style='primary'), w.Button(description='Rollback…', button_style='warning')
@@ -38,11 +37,8 @@ class RegistryView(LiveView):
         self.promote_b.on_click(lambda b: self._ask('promote')); self.rollback_b.on_click(lambda b: self._ask('rollback'))
         self.confirm_b.on_click(lambda b: self._confirm()); self.cancel_b.on_click(lambda b: self._cancel())
 
-    def on_event(self, ev):
-        self.events.append(ev)
     def finish(self, result, error=None):
-        self.result, self.error = result, error
-        self.html.value = self._html()
+        super().finish(result, error)
         rows = list(result or [])
         keep = self.model.value
         self.model.options = sorted({r['model'] for r in rows})
@@ -86,15 +82,11 @@ class ServeView(LiveView):
                 ):
         super().__init__(title)
         w = need('ipywidgets')
-        self.html = self.widget
         self.refresh_b, self.stop_b = w.Button(description='Refresh'), w.Button(description='Stop', button_style='danger')
         self.widget = w.VBox([self.html, w.HBox([self.refresh_b, self.stop_b])])
         self.refresh_b.on_click(lambda b: self.refresh()); self.stop_b.on_click(lambda b: self.stop())
-    def on_event(self, ev):
-        self.events.append(ev)
     def finish(self, result, error=None):
-        self.result, self.error = result, error
-        self.html.value = self._html()
+        super().finish(result, error)
         self.widget.children[1].layout.display = 'flex' if hasattr(result, 'stop') else 'none'
     def refresh(self):
         self.html.value = self._html()

@@ -92,7 +92,6 @@ class TrainView(LiveView):
         self.losses, self.every, self.epoch_rows, self.info, self.stopping, self.ended = [], 1, [], '', False, ''
         self._polled = 0.0
         super().__init__(title)
-        self.html = self.widget
         self.button = widgets.Button(description='Stop', icon='stop', tooltip='Stop at the next step: checkpoint written, the same call resumes')
         self.button.on_click(self._stop)
         self.widget = widgets.VBox([self.html, self.button])

@@ -28,7 +28,6 @@ class TuneView(LiveView):
         self.total, self.metric, self.direction, self.space, self.states, self.trials = None, 'value', 'minimize', None, {}, []
         self.importances, self._imp_n, self._imp_next, self.applied = {}, 0, 0.0, None
         super().__init__(title)
-        self.html = self.widget
         self.button = w.Button(description='Apply best', icon='check', tooltip='Retrain with the best params as a normal run')
         self.button.on_click(self._apply)
         self.status = w.HTML()
