@@ -302,11 +302,16 @@ class Run:
         if self._init_tags: self.set_tags(self._init_tags)
         return self
 
+    def settle(self, timeout:float=120.0, # Seconds to wait at most
+              ):
+        "Wait until this run's lineage (git, pip freeze, artifacts) is recorded."
+        if self._lineage is not None: self._lineage.join(timeout)
+
     def _record_lineage(self, nb):
         "Tags on every run; the diff, the notebook and pip freeze as artifacts of top-level runs."
         try:
             if self.parent is not None and self.parent._lineage is not None:
-                self.parent._lineage.join(120)
+                self.parent.settle()
                 for k, v in self.parent.tags.items():
                     if k.startswith(('mlnb.git.', 'mlnb.dvc.', 'mlflow.source.git.')) or k in _VERSION_TAGS: self.set_tags({k: v})
                 return
@@ -341,7 +346,7 @@ class Run:
                 self.set_tags({'mlnb.error': f"{type(exc).__name__}: {exc}"[:500]})
                 try: mlflow_client(self._target[0]).log_text(self.id, text, 'traceback.txt')
                 except Exception as e: self.set_tags({'mlnb.traceback': text[-7000:]}); emit('track.warning', msg=f"traceback artifact not saved: {e!r}")
-            if self._lineage is not None: self._lineage.join(120)
+            self.settle()
             self._buf.op(self._target, 'end', status, int(time.time()*1000))
             self._buf.flush()
         finally:

@@ -380,7 +380,7 @@ class RunLog:
                 ):
         from mlflow import MlflowClient
         from mlnb import track
-        self.lineage = getattr(track.active_run(), '_lineage', None)  # the run's lineage recorder thread, if any
+        self.tracked = track.active_run()  # the mlnb run whose lineage `settle` waits for, if any
         self.project, self.uri = project, project.tracking_uri
         self.client, self.owned, self.run = MlflowClient(self.uri), True, None
         self.last, self.history = {}, {}
@@ -397,7 +397,7 @@ class RunLog:
                 self.last[k] = max((m.step for m in self.client.get_metric_history(run_id, k)), default=-1)
         else:
             self.run = track.Run(experiment, name, project=project).start()
-            run_id, self.lineage = self.run.id, getattr(self.run, '_lineage', None)
+            run_id, self.tracked = self.run.id, self.run
         self.run_id = run_id
         from mlnb.logger import buffer
         self.buf = buffer()
@@ -432,8 +432,7 @@ class RunLog:
     def settle(self, timeout:float=120.0, # Seconds to wait at most
               ):
         "Wait until the run's lineage (git, pip freeze, artifacts) is recorded, so it never competes with the loop for the GIL."
-        t = self.lineage
-        if t is not None and t.is_alive(): t.join(timeout)
+        if self.tracked is not None: self.tracked.settle(timeout)
 
     def end(self, status:str='FINISHED'):
         "Flush and close the run (unless it is the user's own)."
