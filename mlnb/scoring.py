@@ -211,14 +211,10 @@ def _model_rows(slot, df, id_column:str|None, src:str):
 
 def _score(slot, rows, max_batch:int, src:str) -> list:
     "One prediction per row, from `predict_rows` in calls of at most `max_batch` rows."
-    from mlnb.serving import predict_rows, to_rows
-    if slot.kind == 'columns' and not slot.schema.has_input_names():  # `to_model_input` would name the column None
-        pd = need('pandas')
-        predict = lambda s, r: to_rows(s.model.predict(r if not r or not isinstance(r[0], list) else pd.DataFrame(r)), len(r))
-    else: predict = predict_rows
+    from mlnb.serving import predict_rows
     out = []
     try:
-        for i in range(0, len(rows), max_batch): out += predict(slot, rows[i:i+max_batch])
+        for i in range(0, len(rows), max_batch): out += predict_rows(slot, rows[i:i+max_batch])
     except MlnbError: raise
     except Exception as e:
         raise ScoringError(f"the model failed on {src}: {_line(e)}", hint="check the input's values and types against the model's signature") from None

@@ -132,6 +132,8 @@ def to_model_input(slot:ModelSlot, # The loaded model
     pd = need('pandas')
     recs = [r.model_dump() if hasattr(r, 'model_dump') else r for r in rows]
     if s is None: return pd.DataFrame(recs) if recs and isinstance(recs[0], dict) else np.asarray(recs)
+    if not s.has_input_names():  # unnamed columns (e.g. a text pipeline's one string column): by position
+        return pd.DataFrame(recs) if recs and isinstance(recs[0], list) else recs
     df = pd.DataFrame(recs, columns=[c.name for c in s.inputs])
     for c in s.inputs:
         t = getattr(c.type, 'name', '')
