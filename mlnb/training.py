@@ -501,15 +501,21 @@ def flops_per_sample(model, # A torch module
     toks = x['input_ids'].shape[1] if isinstance(x, dict) and 'input_ids' in x else 1
     return 6.0 * n * toks
 
-def _optimizer(optimizer, params, lr):
+def _optimizer(optimizer, params, lr, fused=False):
+    "The optimizer named by `optimizer`; on CUDA a named one runs fused (one kernel for every parameter's update)."
     torch = need('torch')
     if isinstance(optimizer, torch.optim.Optimizer): return optimizer
     if isinstance(optimizer, type): return optimizer(params, lr=lr)
     if callable(optimizer): return optimizer(params)
     names = dict(adamw=torch.optim.AdamW, adam=torch.optim.Adam, sgd=torch.optim.SGD, rmsprop=torch.optim.RMSprop)
-    if str(optimizer).lower() not in names: raise TrainError(f"unknown optimizer {optimizer!r}", hint=f"use one of {sorted(names)}, a torch optimizer class or a callable")
-    kw = dict(momentum=0.9) if optimizer == 'sgd' else {}
-    return names[str(optimizer).lower()](params, lr=lr, **kw)
+    name = str(optimizer).lower()
+    if name not in names: raise TrainError(f"unknown optimizer {optimizer!r}", hint=f"use one of {sorted(names)}, a torch optimizer class or a callable")
+    kw = dict(momentum=0.9) if name == 'sgd' else {}
+    params = list(params)
+    if fused and name != 'rmsprop':
+        try: return names[name](params, lr=lr, fused=True, **kw)
+        except (TypeError, RuntimeError, ValueError): pass  # parameters this torch cannot fuse (e.g. not all on the GPU)
+    return names[name](params, lr=lr, **kw)
 
 def _scheduler(scheduler, opt, total):
     torch = need('torch')
@@ -628,7 +634,8 @@ def _fit(model, train_ds, val_ds, c:dict, project, distributed:bool=False) -> di
         if isinstance(c['resume'], (str, Path)) and not src.exists(): raise TrainError(f"no checkpoint at {src}", hint="pass resume=True to find the call's own checkpoint, or resume=False")
         if src.exists(): ck = load_checkpoint(src, raw)
     if ck: raw.load_state_dict(ck['model'])
-    opt = _optimizer(c['optimizer'], raw.parameters(), c['lr'])
+    if dev == 'cuda': raw.to(acc.device)  # on the GPU before the optimizer is made, so that it can run fused
+    opt = _optimizer(c['optimizer'], raw.parameters(), c['lr'], fused=dev == 'cuda')
     sched = _scheduler(c['scheduler'], opt, total)
     if direct: model, opt = acc.prepare(raw, opt)
     else: model, opt, train_dl = acc.prepare(raw, opt, train_dl)
