@@ -17,7 +17,8 @@ ratio = how many times better mlnb is. Medians of several repeats; the two sides
   this process's CPU times (the hot path and the flush thread; immune to waiting for a CPU); "writer_cpu", the writer
   process's CPU time as a fraction of the logged loop's (MLflow's ORM work, done in parallel: on another core when
   there is one); "log_us", the µs one `mlnb.log(loss=loss, step=i)` takes inside the loop (the CPU time of each
-  call, less that of an empty call).
+  call, less that of an empty call); "faults" and "peer_faults", the median page faults of a loop with and without
+  logging (mlnb keeps the heap from being trimmed and faulted in again every step, `perf.malloc_tuning`).
 Run: `python benchmarks/logging.py [REPEATS [E2E_REPEATS]] [CASE ...]` (defaults 5 and 3; CASE: per-call, end-to-end,
 loop; default all). mlflow's synchronous side dominates the time: 10,000 synchronous calls take 30 s on an idle
 machine, minutes on a loaded one.
@@ -95,15 +96,20 @@ def make_loop():
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     X, y = torch.randn(64, 64), torch.randn(64, 1)
     def loop(steps, log=None):
-        "(wall seconds, this process's CPU seconds) of `steps` training steps, logging the loss tensor when `log`."
-        t, c = time.perf_counter(), time.process_time()
+        "(wall seconds, this process's CPU seconds, page faults) of `steps` training steps, logging the loss tensor when `log`."
+        f, t, c = faults(), time.perf_counter(), time.process_time()
         for i in range(steps):
             opt.zero_grad()
             loss = torch.nn.functional.mse_loss(model(X), y)
             loss.backward(); opt.step()
             if log is not None: log(loss=loss, step=i)
-        return time.perf_counter() - t, time.process_time() - c
+        return time.perf_counter() - t, time.process_time() - c, faults() - f
     return loop
+
+def faults():
+    "This process's minor page faults so far (a heap that glibc trims is faulted in again, zeroed: see `mlnb.logger.tune_malloc`)."
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 def loop_case(n, steps=STEPS):
     """`n` triplets: a loop without logging, one with, one without again (A-B-A: the logged loop is bracketed, so that
@@ -112,7 +118,7 @@ def loop_case(n, steps=STEPS):
     import mlnb, psutil
     loop = make_loop()
     loop(100); loop(100, None)  # warm up
-    walls, ratios, cpu_ratios, controls, writer = ([], []), [], [], [], []
+    walls, ratios, cpu_ratios, controls, writer, flts = ([], []), [], [], [], [], ([], [])
     with mlnb_run('loop') as r:
         w = psutil.Process(r._buf._proc.pid)
         def wcpu(): t = w.cpu_times(); return t.user + t.system
@@ -126,6 +132,7 @@ def loop_case(n, steps=STEPS):
         for k in range(n):
             a, b, a2 = loop(steps), logged(), loop(steps)
             walls[0].append((a[0] + a2[0]) / 2); walls[1].append(b[0])
+            flts[0].append((a[2] + a2[2]) / 2); flts[1].append(b[2])
             ratios.append((a[0] + a2[0]) / 2 / b[0]); cpu_ratios.append((a[1] + a2[1]) / 2 / b[1]); controls.append(a[0] / a2[0])
         # the hot path alone: CPU time of each call inside the loop (cold caches after each step), less the timer's cost
         def timed(fn, acc):
@@ -137,7 +144,8 @@ def loop_case(n, steps=STEPS):
         log_us = (inlog[0] - empty[0]) / (3 * steps) * 1e6
     med, iqr = statistics.median, lambda xs: (lambda q: q[2] - q[0])(statistics.quantiles(xs, n=4))
     return dict(without=med(walls[0]), with_=med(walls[1]), ratio=med(ratios), spread=iqr(ratios), control=med(controls),
-                control_spread=iqr(controls), cpu_ratio=med(cpu_ratios), writer_cpu=med(writer), log_us=log_us)
+                control_spread=iqr(controls), cpu_ratio=med(cpu_ratios), writer_cpu=med(writer), log_us=log_us,
+                faults=med(flts[1]), peer_faults=med(flts[0]))
 
 def line(case, m, p, unit, ratio, **extra):
     print(json.dumps({"bench": "logging", "case": case, "mlnb": round(m, 3), "peer": round(p, 3), "unit": unit,

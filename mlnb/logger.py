@@ -14,7 +14,7 @@ from .config import find_project, setting
 
 # %% auto #0
 __all__ = ['EXIT_HOOKS', 'MetricError', 'StoreError', 'metric_value', 'to_floats', 'mlflow_client', 'transient', 'write_batch',
-           'spool', 'pending', 'Replay', 'replay', 'writer_main', 'MetricBuffer', 'buffer', 'SyncResult',
+           'spool', 'pending', 'Replay', 'replay', 'writer_main', 'MetricBuffer', 'tune_malloc', 'buffer', 'SyncResult',
            'close_orphans', 'sync']
 
 # %% ../nbs/11_logger.ipynb #3716c7e6
@@ -351,6 +351,29 @@ class MetricBuffer:
                     try: p.wait(timeout=self.timeout)
                     except subprocess.TimeoutExpired: p.kill()
 
+# %% ../nbs/11_logger.ipynb #c99c438c
+setting("perf.malloc_tuning", True, "Keep freed memory in the heap (glibc: trim above 128 MB, mmap above 32 MB) so that hot loops stop page-faulting every step; false keeps glibc's defaults")
+
+_MALLOC: bool|None = None
+
+def tune_malloc(on:bool=True, # False: leave the allocator as it is
+                trim_mb:int=128, # Free memory kept at the top of the heap before it is given back
+                mmap_mb:int=32, # Blocks from this size up get their own mapping; smaller ones come from the heap
+               ) -> bool:
+    "Have glibc's `malloc` keep freed memory for the next step (once per process); True where it was applied."
+    global _MALLOC
+    if _MALLOC is not None or not on: return bool(_MALLOC)
+    _MALLOC = False
+    if not sys.platform.startswith('linux'): return False
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None)
+        if not hasattr(libc, 'gnu_get_libc_version'): return False  # musl and others: their mallopt does nothing useful
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        _MALLOC = bool(libc.mallopt(M_TRIM_THRESHOLD, trim_mb << 20)) and bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_mb << 20))
+    except (OSError, AttributeError): pass
+    return _MALLOC
+
 # %% ../nbs/11_logger.ipynb #26d480db
 _BUFFER: MetricBuffer|None = None
 EXIT_HOOKS: list = []
@@ -368,6 +391,7 @@ def buffer() -> MetricBuffer:
         from mlnb.config import settings
         st = settings()
         _BUFFER = MetricBuffer(st['tracking.flush_interval'], st['tracking.flush_timeout'])
+        tune_malloc(st['perf.malloc_tuning'])  # a run logs from a hot loop: see above
         atexit.register(_at_exit)
     return _BUFFER.start()
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 from .core import MlnbError, MlnbUsageError, emit, events, html_table, need, verb
 from .config import setting
+from .logger import tune_malloc  # light (no MLflow): declares `perf.malloc_tuning` before a project's settings are read
 
 # %% auto #0
 __all__ = ['TrainError', 'CheckpointMismatch', 'TensorData', 'as_dataset', 'compute_metrics', 'predict', 'evaluate',
@@ -1006,6 +1007,7 @@ def train(model, # A torch `nn.Module`, a Hugging Face sequence classifier (or i
     for n, v in dict(epochs=epochs, batch_size=batch_size, grad_accum=grad_accum).items():
         if not isinstance(v, int) or v < 1: raise TrainError(f"{n} must be a positive integer, got {v!r}", hint=f"e.g. {n}=1")
     if checkpoint_every is None: checkpoint_every = project.settings.get('training.checkpoint_every') or None
+    tune_malloc(project.settings.get('perf.malloc_tuning', True))  # no page faults per step from heap trimming (mlnb.logger)
     c = dict(experiment=experiment, name=name, track=track, log_model=log_model)
     subs = [events.on('train.*', cb) for cb in callbacks]
     _STOP.clear()
