@@ -8,7 +8,7 @@ ratio = how many times better mlnb is. Medians of several repeats; the two sides
   `with mlnb.run()` block has closed, which flushes; mlflow: the synchronous calls). Target ratio >= 20.
 - "loop overhead": a small torch training loop (MLP 64-256-256-1, batch 64, STEPS steps, one torch thread so that the
   measure does not depend on OpenMP contention) logging its loss tensor (no `.item()`) every step inside an open run,
-  vs the same loop without logging. 4*REPEATS+1 triplets A-B-A' (without, with, without again: the logged loop is
+  vs the same loop without logging. 8*REPEATS+1 triplets A-B-A' (without, with, without again: the logged loop is
   bracketed, so load that drifts within a triplet cancels); ratio = the median over triplets of mean(A, A') / B.
   Background flushes happen inside the logged loop's time; its last flush (what a run's end costs) is done after its
   timing, so no logging work spills into the next loop. Target >= 0.98. Also printed, because wall time is noisy on a
@@ -167,7 +167,7 @@ def main(repeats=5, e2e_repeats=3, cases=('per-call', 'end-to-end', 'loop')):
         line("end-to-end vs mlflow sync", mm, pm, "metrics/s", mm / pm)
 
     if 'loop' in cases:
-        res = loop_case(4 * repeats + 1)
+        res = loop_case(8 * repeats + 1)
         line("loop overhead", res.pop('with_'), res.pop('without'),
              f"s per {STEPS} steps (mlnb: logging the loss tensor every step; peer: the same loop, no logging)", res.pop('ratio'), **res)
 
