@@ -583,6 +583,28 @@ def _sync(dev):
     torch = need('torch')
     if dev == 'cuda': torch.cuda.synchronize()
 
+_GC = dict(lock=threading.Lock(), users=0)
+
+class _FrozenGC:
+    """While training, the objects that existed before (modules, MLflow, the data) are left out of the collector's scans
+    (`gc.freeze`): a full collection then looks at what the loop made, in microseconds, instead of stalling a step for
+    the 0.1-0.3 s a scan of a notebook's whole heap takes. Nested and concurrent calls share one freeze; a freeze made
+    by someone else is left alone."""
+    def __enter__(self):
+        import gc
+        with _GC['lock']:
+            self.mine = _GC['users'] > 0 or gc.get_freeze_count() == 0
+            if self.mine:
+                if _GC['users'] == 0: gc.freeze()
+                _GC['users'] += 1
+        return self
+    def __exit__(self, *a):
+        import gc
+        if not self.mine: return
+        with _GC['lock']:
+            _GC['users'] -= 1
+            if _GC['users'] == 0: gc.unfreeze()
+
 class _SigintStops:
     "While training in the main thread, the first Ctrl-C / kernel interrupt asks for a clean stop; a second one interrupts."
     def __enter__(self):
@@ -708,7 +730,7 @@ def _fit(model, train_ds, val_ds, c:dict, project, distributed:bool=False) -> di
 
     stopped, status = False, 'FAILED'
     try:
-        with _SigintStops():
+        with _SigintStops(), _FrozenGC():
             for epoch in range(start_epoch, c['epochs']):
                 skip = pos if epoch == start_epoch else 0
                 if hasattr(sampler, 'set_epoch'): sampler.set_epoch(epoch)
