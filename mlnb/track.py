@@ -348,9 +348,8 @@ class Run:
                 except Exception as e: self.set_tags({'mlnb.traceback': text[-7000:]}); emit('track.warning', msg=f"traceback artifact not saved: {e!r}")
             self.settle()
             self._buf.op(self._target, 'end', status, int(time.time()*1000))
-            spooled = self._buf.stats.get('spooled', 0)
             self._buf.flush()
-            if self._buf.stats.get('spooled', 0) > spooled: self._store_spooled()
+            self._store_spooled()
         finally:
             self.status = status
             if self in _STACK: _STACK.remove(self)
@@ -358,15 +357,18 @@ class Run:
 
     def _store_spooled(self, waits=(0.1, 0.3, 1.0, 2.0)):
         """The run's last batch was spooled (a sqlite store locked for a moment, say): try it again a few times, briefly, so
-        that whoever reads the run next sees its metrics and status; what still fails stays spooled for `mlnb sync`.
+        that whoever reads the run next sees its metrics and status (a few seconds at most); what still fails stays spooled
+        for `mlnb sync`.
         A server that is down is not waited for (its client retries for minutes on its own)."""
-        if not str(self._target[0]).startswith('sqlite'): return
-        from mlnb.logger import replay
+        from mlnb.logger import pending, replay
+        if not str(self._target[0]).startswith('sqlite') or not pending(self._target[1]): return
+        t0 = time.monotonic()
         for w in waits:
             time.sleep(w)
             try:
                 if not replay(self._target[1]).left: return
             except Exception: pass
+            if time.monotonic() - t0 > 5: return  # a store still locked waits out its own busy timeout per try
 
     def __enter__(self): return self if self.status == 'RUNNING' else self.start()
 

@@ -25,6 +25,7 @@ class RunsView(LiveView):
         super().__init__("runs")
         w = need('ipywidgets')
         self.args, self.project, self._stop, self._thread = args, project, threading.Event(), None
+        self._lock, self._seq, self._applied = threading.Lock(), 0, 0  # reads in flight, and the newest one shown
         self.sort_by = w.Dropdown(description='sort by', options=['started'], value='started')
         self.ascending = w.ToggleButton(value=False, description='ascending')
         self.pick = w.SelectMultiple(description='runs', options=[], rows=6)
@@ -97,10 +98,15 @@ class RunsView(LiveView):
         return active_run() is not None or any(r.get('status') == 'RUNNING' for r in (self.result.rows if self.result else []))
 
     def reload(self):
-        "Re-read the runs from the store and re-render."
+        "Re-read the runs from the store and re-render; a read that ends after a newer one (the refresh thread's) is dropped."
         from mlnb.track import runs
         a = self.args
-        self._set(runs(getattr(a, 'experiment', None), None, getattr(a, 'max', 50), project=self.project))
+        with self._lock: self._seq += 1; seq = self._seq
+        table = runs(getattr(a, 'experiment', None), None, getattr(a, 'max', 50), project=self.project)
+        with self._lock:
+            if seq < self._applied: return
+            self._applied = seq
+            self._set(table)
 
     def start(self):
         "Refresh every `refresh` seconds on a daemon thread while runs are open."
