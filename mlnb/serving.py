@@ -15,9 +15,9 @@ from .config import Project, find_project, setting
 from .batching import Batcher, LRUCache, PredictionLog, add_feedback, dumps_bytes, loads_bytes, served_log, served_path
 
 # %% auto #0
-__all__ = ['ServeError', 'parse_target', 'ModelSlot', 'resolve_version', 'load_slot', 'instance_type', 'to_model_input',
-           'to_rows', 'predict_rows', 'ModelServer', 'create_app', 'ServerHandle', 'serve', 'app_from_env',
-           'stop_servers']
+__all__ = ['ServeError', 'parse_target', 'ModelSlot', 'resolve_version', 'load_slot', 'scalar_field', 'instance_type',
+           'output_type', 'to_model_input', 'to_rows', 'predict_rows', 'ModelServer', 'create_app', 'ServerHandle',
+           'serve', 'app_from_env', 'stop_servers']
 
 # %% ../nbs/70_serving.ipynb #e99f920f
 setting("serve.host", "127.0.0.1", "Interface `mlnb serve` binds; anything but loopback needs serve.api_key")
@@ -102,24 +102,79 @@ def load_slot(prj:Project, # The project
 
 # %% ../nbs/70_serving.ipynb #14f83a69
 _PY = {'long': int, 'integer': int, 'double': float, 'float': float, 'boolean': bool, 'string': str, 'binary': str}
+_F32 = 3.4028234663852886e38
+
+def _tname(c) -> str: return getattr(c.type, 'name', str(c.type))
+
+def _strict(tname:str):
+    "The pydantic type of one value of MLflow type `tname`, strict: no bool or string for a number, finite numbers, in the type's range."
+    from typing import Annotated
+    from pydantic import Field, Strict
+    if tname in ('double', 'float'):
+        return Annotated[float, Strict(), Field(allow_inf_nan=False, **(dict(ge=-_F32, le=_F32) if tname == 'float' else {}))]
+    if tname in ('long', 'integer'):
+        b = 2**63 if tname == 'long' else 2**31
+        return Annotated[int, Strict(), Field(ge=-b, le=b - 1)]
+    t = _PY.get(tname)
+    return Annotated[t, Strict()] if t is not None else Any
+
+def _np_tname(dtype) -> str:
+    "The MLflow type name of a numpy dtype."
+    import numpy as np
+    dt = np.dtype(dtype)
+    if dt == np.bool_: return 'boolean'
+    if np.issubdtype(dt, np.floating): return 'double' if dt.itemsize >= 8 else 'float'
+    if np.issubdtype(dt, np.integer): return 'long' if dt.itemsize >= 8 else 'integer'
+    return 'string' if dt.kind in 'US' else 'any'
+
+def scalar_field(slot:ModelSlot, # The loaded model
+                ) -> str|None:
+    "For a model that takes one unnamed column (a text pipeline's string): the field an instance carries it in (`text`, else `value`); None otherwise."
+    s = slot.schema
+    if s is None or s.is_tensor_spec() or s.has_input_names() or len(s.inputs) != 1: return None
+    return 'text' if _tname(s.inputs[0]) == 'string' else 'value'
 
 def instance_type(slot:ModelSlot, # The loaded model
                  ):
-    "The pydantic type of one instance for `slot`'s signature."
+    "The pydantic type of one instance for `slot`'s signature (strict: a number is a JSON number, a text a JSON string)."
     from pydantic import ConfigDict, create_model
     s = slot.schema
     if s is None: return Any
     if s.is_tensor_spec():
         spec = s.inputs[0]
-        import numpy as np
-        t = float if np.issubdtype(spec.type, np.floating) else int if np.issubdtype(spec.type, np.integer) else Any
+        t = _strict(_np_tname(spec.type))
         for _ in range(max(1, len(spec.shape) - 1)): t = list[t]
         return t
+    mname = f"{slot.name.replace('-', '_').replace('.', '_')}Instance"
+    if not s.has_input_names():  # unnamed columns: one is an object with a `text` (or `value`) field; several, a list by position
+        if len(s.inputs) == 1: return create_model(mname, __config__=ConfigDict(extra='forbid'), **{scalar_field(slot): (_strict(_tname(s.inputs[0])), ...)})
+        return tuple[tuple(_strict(_tname(c)) for c in s.inputs)]
     fields = {}
     for c in s.inputs:
-        t = _PY.get(getattr(c.type, 'name', str(c.type)), Any)
+        t = _strict(_tname(c))
         fields[c.name] = (t | None, None) if not c.required else (t, ...)
-    return create_model(f"{slot.name.replace('-', '_').replace('.', '_')}Instance", __config__=ConfigDict(extra='forbid'), **fields)
+    return create_model(mname, __config__=ConfigDict(extra='forbid'), **fields)
+
+def _plain(tname:str):
+    "The JSON type of an output value of MLflow type `tname` (floats may be null: a NaN is sent as null)."
+    t = _PY.get(tname)
+    return Any if t is None else float|None if t is float else t
+
+def output_type(slot:ModelSlot, # The loaded model
+               ):
+    "The type of one prediction, from the output signature (`Any` without one): what `to_rows` makes of the model's output."
+    from pydantic import create_model
+    sig = slot.model.metadata.signature
+    o = sig.outputs if sig is not None else None
+    if o is None: return Any
+    if o.is_tensor_spec():
+        spec = o.inputs[0]
+        t = _plain(_np_tname(spec.type))
+        for _ in range(max(0, len(spec.shape) - 1)): t = list[t]
+        return t
+    if len(o.inputs) == 1: return _plain(_tname(o.inputs[0]))
+    if not o.has_input_names(): return list
+    return create_model(f"{slot.name.replace('-', '_').replace('.', '_')}Output", **{c.name: (_plain(_tname(c)), ...) for c in o.inputs})
 
 def to_model_input(slot:ModelSlot, # The loaded model
                    rows:list, # Validated instances
@@ -133,10 +188,12 @@ def to_model_input(slot:ModelSlot, # The loaded model
     recs = [r.model_dump() if hasattr(r, 'model_dump') else r for r in rows]
     if s is None: return pd.DataFrame(recs) if recs and isinstance(recs[0], dict) else np.asarray(recs)
     if not s.has_input_names():  # unnamed columns (e.g. a text pipeline's one string column): by position
-        return pd.DataFrame(recs) if recs and isinstance(recs[0], list) else recs
+        f = scalar_field(slot)
+        if f: return [r[f] if isinstance(r, dict) else r for r in recs]
+        return pd.DataFrame([list(r) for r in recs]) if recs and isinstance(recs[0], (list, tuple)) else recs
     df = pd.DataFrame(recs, columns=[c.name for c in s.inputs])
     for c in s.inputs:
-        t = getattr(c.type, 'name', '')
+        t = _tname(c)
         if t in ('double', 'float') and df[c.name].notna().all(): df[c.name] = df[c.name].astype('float64' if t == 'double' else 'float32')
         elif t in ('long', 'integer') and df[c.name].notna().all(): df[c.name] = df[c.name].astype('int64' if t == 'long' else 'int32')
     return df
@@ -159,6 +216,7 @@ def predict_rows(slot:ModelSlot, # The loaded model
                 ) -> list:
     "One prediction per validated instance in `rows`, from `slot`'s model (what the batcher calls)."
     return to_rows(slot.model.predict(to_model_input(slot, rows)), len(rows))
+
 
 # %% ../nbs/70_serving.ipynb #c780bab3
 class ModelServer:
@@ -378,12 +436,20 @@ def _parse_challenger(s:str) -> tuple[str|None, int|None]:
 # %% ../nbs/70_serving.ipynb #43cf55f4
 _PATHS = {'/predict', '/feedback', '/health', '/ready', '/metrics', '/model', '/reload', '/docs', '/openapi.json'}
 
+def _error(msg:str, # One line: what is wrong
+           detail:list|None=None, # Pydantic-style entries (`loc`, `msg`, `type`, `input`), one per problem
+           error_id:str|None=None, # The id the server log has this error under
+          ) -> dict:
+    "The one error body of every endpoint: `{message, detail}` (and `error_id` where the server log has more)."
+    return {'message': msg, 'detail': detail or []} | ({'error_id': error_id} if error_id else {})
+
 class _Guard:
     "ASGI middleware: API key, body size limit, request metrics."
     def __init__(self, app, srv:ModelServer): self.app, self.srv = app, srv
-    async def _reply(self, send, status, msg):
-        body = dumps_bytes({'message': msg})
-        await send({'type': 'http.response.start', 'status': status, 'headers': [(b'content-type', b'application/json'), (b'content-length', str(len(body)).encode())]})
+    async def _reply(self, send, status, msg, headers=()):
+        body = dumps_bytes(_error(msg))
+        await send({'type': 'http.response.start', 'status': status,
+                    'headers': [(b'content-type', b'application/json'), (b'content-length', str(len(body)).encode()), *headers]})
         await send({'type': 'http.response.body', 'body': body})
     async def __call__(self, scope, receive, send):
         if scope['type'] != 'http': return await self.app(scope, receive, send)
@@ -394,8 +460,11 @@ class _Guard:
             await send(m)
         try:
             headers = dict(scope['headers'])
-            if srv.api_key and path not in ('/health', '/ready') and headers.get(b'x-api-key') != srv.api_key.encode():
-                return await self._reply(send_, 401, "missing or wrong API key (send it in the X-API-Key header)")
+            if srv.api_key and path not in ('/health', '/ready'):
+                import hmac
+                key = headers.get(b'x-api-key')
+                if key is None: return await self._reply(send_, 401, "missing API key: send it in the X-API-Key header", [(b'www-authenticate', b'APIKey header="X-API-Key"')])
+                if not hmac.compare_digest(key, srv.api_key.encode()): return await self._reply(send_, 403, "wrong API key in the X-API-Key header")
             if scope['method'] in ('POST', 'PUT', 'PATCH'):
                 cl = headers.get(b'content-length')
                 if cl is not None and cl.isdigit() and int(cl) > srv.max_body:
@@ -429,21 +498,116 @@ def _depth(x) -> int:
     while isinstance(x, list) and x: x, d = x[0], d + 1
     return d
 
+def _parse_json(raw:bytes):
+    "The JSON body; the standard library reads what orjson refuses but validation should name (NaN, Infinity, 1e999)."
+    try: return loads_bytes(raw)
+    except ValueError as e:
+        try: return json.loads(raw)
+        except Exception: raise e from None
+
+def _entries(errs:list) -> list[dict]:
+    "Pydantic errors as JSON-able entries (a non-finite input as its text: JSON has no NaN or Infinity)."
+    import math
+    fix = lambda v: repr(v) if isinstance(v, float) and not math.isfinite(v) else v
+    return [{k: fix(v) for k, v in e.items()} for e in json.loads(json.dumps(errs, default=str))]
+
+def _messages(errs:list, single:bool=True) -> str:
+    "Pydantic-style errors as one line: `[instance I: ]field: what is wrong; ...`."
+    k = 0 if single else 1
+    msgs = [f"{'instance ' + str(e['loc'][0]) + ': ' if not single and e['loc'] else ''}{'.'.join(map(str, e['loc'][k:])) or 'value'}: {e['msg']}" for e in errs[:5]]
+    return '; '.join(msgs) + (f" (and {len(errs) - 5} more)" if len(errs) > 5 else '')
+
+_HUGE = 1e154  # a value whose square overflows a double
+
+def _huge(raw:list, single:bool) -> list[dict]:
+    "Error entries for the values of `raw` so large that arithmetic on them overflows (the likely reason a model raised)."
+    out = []
+    def walk(x, loc):
+        if isinstance(x, float) and abs(x) > _HUGE:
+            out.append({'type': 'overflow', 'loc': loc, 'msg': f"{x!r} is too large: the model overflowed on it", 'input': x})
+        elif isinstance(x, dict):
+            for k, v in x.items(): walk(v, loc + [k])
+        elif isinstance(x, (list, tuple)):
+            for i, v in enumerate(x): walk(v, loc + [i])
+    for i, r in enumerate(raw): walk(r, [] if single else [i])
+    return out
+
+def _input_fault(e:Exception) -> bool:
+    "Did the model raise because of its input (a 422) rather than fail on its own (a 503)?"
+    if isinstance(e, MlnbError): return False
+    return isinstance(e, (ValueError, TypeError, ArithmeticError, KeyError, IndexError)) or getattr(e, 'error_code', None) in ('INVALID_PARAMETER_VALUE', 'BAD_REQUEST')
+
+def _line(e:Exception) -> str: return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
+
+def _response_models(slot:ModelSlot, Inst):
+    "The pydantic models of the JSON answers (for the OpenAPI document)."
+    from pydantic import BaseModel, Field, RootModel, create_model
+    class ErrorBody(BaseModel):
+        "Every error answer: a one-line message, the problems one by one, and an error id where the server log has more."
+        message: str = Field(description="What went wrong, in one line")
+        detail: list[dict[str, Any]] = Field(description="One entry per problem (`loc`: where, `msg`: what), or empty")
+        error_id: str|None = Field(None, description="The id this error is logged under in the server log (model and server failures)")
+    Out = output_type(slot)
+    One = create_model('Prediction', __doc__="The answer to one instance.", id=(str, Field(description="The prediction's id, for POST /feedback")),
+                       prediction=(Out, ...), model=(str, ...), version=(int, ...))
+    Many = create_model('Predictions', __doc__="The answer to a list of instances, in their order.", ids=(list[str], ...),
+                        predictions=(list[Out], ...), model=(str, ...), version=(int, ...))
+    class PredictResponse(RootModel[One | Many]): "One instance was sent: `Prediction`; a list: `Predictions`."
+    class Accepted(BaseModel): accepted: int = Field(description="Labels stored")
+    class Health(BaseModel): status: str
+    class Ready(BaseModel): ready: bool; version: int
+    class Challenger(BaseModel): alias: str|None; version: int; split: float; shadow: bool
+    class ModelInfo(BaseModel):
+        name: str; alias: str|None; version: int; run_id: str|None; loaded_at: str; input_kind: str; signature: dict|None
+        target: str; previous_version: int|None; last_error: str|None; max_batch: int; max_wait_ms: float; cache_size: int
+        poll_s: float; quantize: str|None; challenger: Challenger|None
+    class Swap(BaseModel):
+        swapped: bool; version: int|None; previous: int|None = None; error: str|None = None
+    class ReloadResult(Swap): challenger: Swap|None = None
+    return dict(ErrorBody=ErrorBody, PredictResponse=PredictResponse, Accepted=Accepted, Health=Health, Ready=Ready,
+                ModelInfo=ModelInfo, ReloadResult=ReloadResult)
+
+def _document_errors(spec:dict, srv:ModelServer, ErrorBody) -> dict:
+    "Add the error answers every operation can give to the OpenAPI document, in the one error shape; and the API key."
+    err = {'content': {'application/json': {'schema': {'$ref': '#/components/schemas/ErrorBody'}}}}
+    extra = {'/predict': {422: "Invalid input: the field and what is wrong, per instance (also when the model refused the input)",
+                          503: "The model failed on this request for another reason than its input; the error id is in the server log"},
+             '/feedback': {422: "Invalid feedback: not JSON, a bad id, a missing label"}}
+    sch = spec.setdefault('components', {}).setdefault('schemas', {})
+    sch['ErrorBody'] = ErrorBody.model_json_schema(ref_template='#/components/schemas/{model}')
+    for path, ops in spec.get('paths', {}).items():
+        for method, op in ops.items():
+            rs = op.setdefault('responses', {})
+            codes = dict(extra.get(path, {}))
+            if method in ('post', 'put', 'patch'): codes[413] = "The body is over the limit (setting serve.max_body_kb)"
+            if srv.api_key and path not in ('/health', '/ready'):
+                codes |= {401: "No X-API-Key header", 403: "A wrong X-API-Key header"}
+                op['security'] = [{'APIKeyHeader': []}]
+            codes[500] = "An unexpected error in the server; the error id is in the server log"
+            for code, desc in sorted(codes.items()): rs[str(code)] = {'description': desc} | err
+    if srv.api_key: spec['components']['securitySchemes'] = {'APIKeyHeader': {'type': 'apiKey', 'in': 'header', 'name': 'X-API-Key'}}
+    return spec
+
 def create_app(target:str, # `NAME@ALIAS`, `NAME/VERSION` or `NAME`
                *, project=None, # The project (default: the one at or above the current folder)
                **opts, # `ModelServer` options: max_batch, max_wait_ms, cache_size, poll_s, log_predictions, api_key, max_body_kb, challenger, split, shadow, quantize
               ):
-    "The FastAPI app serving `target` (the model is loaded now, so its signature shapes the request schema)."
+    "The FastAPI app serving `target` (the model is loaded now, so its signature shapes the request and response schemas)."
     need('fastapi', extra='serve')
     from contextlib import asynccontextmanager
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, Response
+    from fastapi.openapi.utils import get_openapi
+    from fastapi.responses import JSONResponse, PlainTextResponse, Response
+    from starlette.exceptions import HTTPException
     prj = find_project(project)
     srv = ModelServer(prj, target, **opts)
     log = logging.getLogger('mlnb.serving')
     Inst = instance_type(srv.slot)
-    inst_depth = max(1, len(srv.slot.schema.inputs[0].shape) - 1) if srv.slot.kind == 'tensor' else 0
+    inst_depth = max(1, len(srv.slot.schema.inputs[0].shape) - 1) if srv.slot.kind == 'tensor' else 1 if isinstance(Inst, type(tuple[int])) else 0
+    sfield = scalar_field(srv.slot)  # a text model: a bare string is one instance
+    envelope_ok = 'instances' not in (getattr(Inst, 'model_fields', None) or {})
+    R = _response_models(srv.slot, Inst)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -455,7 +619,8 @@ def create_app(target:str, # `NAME@ALIAS`, `NAME/VERSION` or `NAME`
             await srv.stop()
 
     app = FastAPI(title=f"mlnb: {target}", version=str(srv.slot.version), lifespan=lifespan,
-                  description=f"Serves the registered model `{srv.name}` ({'@' + srv.alias if srv.alias else 'version ' + str(srv.slot.version)}) with micro-batching.")
+                  description=f"Serves the registered model `{srv.name}` ({'@' + srv.alias if srv.alias else 'version ' + str(srv.slot.version)}) with micro-batching. "
+                              "Every error answers `{message, detail}` (and `error_id` where the server log has more).")
     app.state.server = srv
 
     @app.exception_handler(RequestValidationError)
@@ -463,42 +628,70 @@ def create_app(target:str, # `NAME@ALIAS`, `NAME/VERSION` or `NAME`
         srv.m_errors.labels('invalid').inc()
         errs = exc.errors()
         msgs = [f"{'.'.join(str(l) for l in e.get('loc', ()) if l != 'body') or 'body'}: {e.get('msg')}" for e in errs[:5]]
-        return JSONResponse(status_code=422, content={'message': 'invalid input: ' + '; '.join(msgs) + (f" (and {len(errs) - 5} more)" if len(errs) > 5 else ''),
-                                                      'detail': json.loads(json.dumps(errs, default=str))})
+        return JSONResponse(status_code=422, content=_error('invalid input: ' + '; '.join(msgs) + (f" (and {len(errs) - 5} more)" if len(errs) > 5 else ''),
+                                                            _entries(errs)))
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException):
+        allow = (exc.headers or {}).get('Allow')
+        msg = (f"no endpoint {request.url.path} (see /docs)" if exc.status_code == 404 else
+               f"{request.method} is not allowed on {request.url.path}" + (f" (use {allow})" if allow else '') if exc.status_code == 405 else str(exc.detail))
+        return JSONResponse(_error(msg), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception):
+        eid = uuid.uuid4().hex[:12]
+        log.error("unexpected error on %s %s (error id %s): %s", request.method, request.url.path, eid, _line(exc), exc_info=exc)
+        return JSONResponse(_error(f"an unexpected error in the server (error id {eid}): {_line(exc)}", error_id=eid), status_code=500)
 
     from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
     one_ta, many_ta = TypeAdapter(Inst), TypeAdapter(list[Inst])
     inst_schema = one_ta.json_schema()
-    body_schema = {'anyOf': [inst_schema, {'type': 'array', 'items': inst_schema, 'minItems': 1}]}
+    alts = [inst_schema] + ([{'type': 'string'}] if sfield == 'text' else [])
+    many_schema = {'type': 'array', 'items': {'anyOf': alts} if len(alts) > 1 else inst_schema, 'minItems': 1}
+    body_schema = {'anyOf': alts + [many_schema] + ([{'type': 'object', 'properties': {'instances': many_schema}, 'required': ['instances'],
+                                                     'additionalProperties': False}] if envelope_ok else [])}
 
     def _bad(msg, detail=None):
         srv.m_errors.labels('invalid').inc()
-        return 422, {'message': 'invalid input: ' + msg, 'detail': detail or []}
+        return 422, _error('invalid input: ' + msg, detail)
 
     async def predict_raw(raw:bytes) -> tuple[int, dict]:
         "Status and JSON body for a `/predict` request body (what both the route and the fast path run)."
-        try: body = loads_bytes(raw)
+        try: body = _parse_json(raw)
         except ValueError as e: return _bad(f"the body is not valid JSON ({e})")
-        single = (_depth(body) == inst_depth) if inst_depth else not isinstance(body, list)
+        batch = None
+        if envelope_ok and isinstance(body, dict) and set(body) == {'instances'}:  # {"instances": [...]}
+            if not isinstance(body['instances'], list): return _bad("instances: a list of instances is needed")
+            body, batch = body['instances'], True
+        single = not batch and ((_depth(body) == inst_depth) if inst_depth else not isinstance(body, list))
         if not single and not body: return _bad("an empty list of instances")
+        if sfield:  # a bare value is the instance's one field
+            body = ({sfield: body} if not isinstance(body, dict) else body) if single else [x if isinstance(x, dict) else {sfield: x} for x in body]
         try: instances = [one_ta.validate_python(body)] if single else many_ta.validate_python(body)
         except ValidationError as e:
             errs = e.errors(include_url=False)
-            msgs = [f"{'instance ' + str(er['loc'][0]) + ': ' if not single and er['loc'] else ''}{'.'.join(map(str, er['loc'][0 if single else 1:])) or 'value'}: {er['msg']}" for er in errs[:5]]
-            return _bad('; '.join(msgs) + (f" (and {len(errs) - 5} more)" if len(errs) > 5 else ''), json.loads(json.dumps(errs, default=str)))
+            return _bad(_messages(errs, single), _entries(errs))
         try: return 200, await srv.predict(instances, single)
         except Exception as e:
             eid = uuid.uuid4().hex[:12]
             srv.m_errors.labels('model').inc()
-            log.error("prediction failed (error id %s): %s: %s", eid, type(e).__name__, e)
-            return 500, {'message': f"the model failed on this input: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", 'error_id': eid}
+            if _input_fault(e):  # the model refused this input: the client's to fix
+                log.warning("the model refused an input (error id %s): %s", eid, _line(e))
+                big = _huge([i.model_dump() if hasattr(i, 'model_dump') else i for i in instances], single)
+                msg = (_messages(big, single) + f" ({_line(e)})") if big else f"the model refused it: {_line(e)}"
+                return 422, _error(f"invalid input: {msg} (error id {eid})", big, eid)
+            log.error("the model failed (error id %s): %s", eid, _line(e), exc_info=e)
+            return 503, _error(f"the model failed on this request (error id {eid}): {_line(e)}", error_id=eid)
     srv.predict_raw = predict_raw  # the guard answers POST /predict with it directly, skipping the router
 
     async def predict(request: Request):
         status, out = await predict_raw(await request.body())
         return Response(dumps_bytes(out), status_code=status, media_type='application/json')
     predict.__annotations__ = {'request': Request}  # real objects: this module uses `from __future__ import annotations`
-    app.post('/predict', summary="Predict one instance or a list of instances",
+    app.post('/predict', summary="Predict one instance or a list of instances", response_model=None,
+             description="One instance" + (" (an object, or the bare text)" if sfield == 'text' else '') + ", a list of them, or `{\"instances\": [...]}`.",
+             responses={200: {'model': R['PredictResponse'], 'description': "The prediction(s), with ids for POST /feedback"}},
              openapi_extra={'requestBody': {'required': True, 'content': {'application/json': {'schema': body_schema}}}})(predict)
 
     class Feedback(BaseModel):
@@ -513,43 +706,56 @@ def create_app(target:str, # `NAME@ALIAS`, `NAME/VERSION` or `NAME`
         return JSONResponse(out, status_code=status)
 
     async def feedback_raw(raw:bytes) -> tuple[int, dict]:
-        try: body = json.loads(raw)
+        try: body = _parse_json(raw)
         except ValueError as e: return _bad(f"the body is not valid JSON ({e})")
         single = not isinstance(body, list)
         try: items = [fb_one.validate_python(body)] if single else fb_many.validate_python(body)
         except ValidationError as e:
             errs = e.errors(include_url=False)
-            return _bad('; '.join(f"{'.'.join(map(str, er['loc'])) or 'value'}: {er['msg']}" for er in errs[:5]), json.loads(json.dumps(errs, default=str)))
-        if not items: return _bad("an empty list of feedback")
+            return _bad(_messages(errs, single), _entries(errs))
+        if not items: return 200, {'accepted': 0}
         n = await asyncio.to_thread(add_feedback, prj, srv.name, [i.model_dump() for i in items])
         srv.m_feedback.inc(n)
         return 200, {'accepted': n}
     feedback.__annotations__ = {'request': Request}
-    app.post('/feedback', summary="Ground truth for served predictions: {id, label} or a list of them",
+    fb_schema = Feedback.model_json_schema()
+    app.post('/feedback', summary="Ground truth for served predictions: {id, label} or a list of them", response_model=None,
+             responses={200: {'model': R['Accepted'], 'description': "How many labels were stored"}},
              openapi_extra={'requestBody': {'required': True, 'content': {'application/json': {'schema': {
-                 'anyOf': [Feedback.model_json_schema(), {'type': 'array', 'items': Feedback.model_json_schema()}]}}}}})(feedback)
+                 'anyOf': [fb_schema, {'type': 'array', 'items': fb_schema}]}}}}})(feedback)
 
-    @app.get('/health', summary="The process is up")
+    @app.get('/health', summary="The process is up", response_model=None, responses={200: {'model': R['Health'], 'description': "Up"}})
     async def health(): return {'status': 'ok'}
 
-    @app.get('/ready', summary="A model is loaded and the batcher runs")
+    @app.get('/ready', summary="A model is loaded and the batcher runs", response_model=None,
+             responses={200: {'model': R['Ready'], 'description': "Ready"}, 503: {'model': R['Ready'], 'description': "Not ready yet"}})
     async def ready():
         ok = srv.batcher._task is not None and not srv.batcher._task.done()
         return JSONResponse(status_code=200 if ok else 503, content={'ready': ok, 'version': srv.slot.version})
 
-    @app.get('/model', summary="The model being served")
+    @app.get('/model', summary="The model being served", response_model=None, responses={200: {'model': R['ModelInfo'], 'description': "What is served"}})
     async def model(): return srv.model_info()
 
-    @app.post('/reload', summary="Check the alias now and swap to its version if it moved")
+    @app.post('/reload', summary="Check the alias now and swap to its version if it moved", response_model=None,
+              responses={200: {'model': R['ReloadResult'], 'description': "Whether it swapped, and the version served now"}})
     async def reload(): return await asyncio.to_thread(srv.check_alias)
 
-    @app.get('/metrics', summary="Prometheus metrics")
+    @app.get('/metrics', summary="Prometheus metrics", response_class=PlainTextResponse,
+             responses={200: {'description': "The Prometheus text format", 'content': {'text/plain': {'schema': {'type': 'string'}}}}})
     async def metrics():
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
         return Response(generate_latest(srv.registry), media_type=CONTENT_TYPE_LATEST)
 
+    def openapi():
+        if app.openapi_schema is None:
+            spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            app.openapi_schema = _document_errors(spec, srv, R['ErrorBody'])
+        return app.openapi_schema
+    app.openapi = openapi
+
     app.add_middleware(_Guard, srv=srv)
     return app
+
 
 # %% ../nbs/70_serving.ipynb #ee5becad
 _LOOPBACK = {'127.0.0.1', 'localhost', '::1'}

@@ -238,13 +238,13 @@ def test_bad_inputs(env):
 
 def test_model_that_raises(env):
     with server(env['prj'], 'fragile@champion', '--poll-s', '0', '--max-wait-ms', '20') as url, httpx.Client(base_url=url) as c:
-        r = c.post('/predict', json={'x': -1.0})
-        assert r.status_code == 500 and 'negative x' in r.json()['message'] and len(r.json()['error_id']) == 12
+        r = c.post('/predict', json={'x': -1.0})  # the model refused the input: the client's to fix, never a 500
+        assert r.status_code == 422 and 'negative x' in r.json()['message'] and len(r.json()['error_id']) == 12
         assert c.post('/predict', json={'x': 2.0}).json()['prediction'] == 4.0
         # concurrent requests batched with a failing one: only that one fails
         ts, out = load(url, 6, 5, lambda w, i: {'x': -1.0 if w == 0 else float(w)})
         for t in ts: t.join()
-        assert sorted(s for s, _ in out) == [200] * 25 + [500] * 5
+        assert sorted(s for s, _ in out) == [200] * 25 + [422] * 5
 
 
 def test_prediction_log_rows_equal_successes(env):
