@@ -299,41 +299,6 @@ def test_tutorials_in_sidebar():
     assert not nbs - set(listed), f"notebooks missing from the sidebar in nbs/_quarto.yml: {sorted(nbs - set(listed))}"
     for nav in q['website']['navbar'].get('left', []): assert nav['href'] in nbs, nav
 
-@pytest.fixture(scope='module')
-def tutorial_pages(tmp_path_factory):
-    "The tutorials (and the index, which links to them) through nbdev's docs processing and the local preview of `test_docs.py`."
-    import shutil, subprocess
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_docs import PROC, render_preview
-    tmp = tmp_path_factory.mktemp('tutorial_docs')
-    shutil.copy(ROOT/'pyproject.toml', tmp/'pyproject.toml')
-    shutil.copytree(ROOT/'nbs', tmp/'nbs', ignore=lambda d, names: [n for n in names if n.startswith('.') or n == '__pycache__'])
-    for rel in ['index.ipynb'] + [f'tutorials/{n}' for n in tutorials()]:
-        r = subprocess.run([sys.executable, '-c', PROC, rel], cwd=tmp, capture_output=True, text=True, timeout=600,
-                           env={**os.environ, 'DVC_NO_ANALYTICS': '1', 'PYTHONWARNINGS': 'ignore'})
-        assert r.returncode == 0, f"nbdev's docs processing fails on {rel}:\n{r.stderr[-2000:]}"
-    out = tmp/'preview'
-    return out, render_preview(tmp/'_proc', out)
-
-@pytest.mark.timeout(900)
-def test_tutorial_pages_in_preview(tutorial_pages):
-    "Each tutorial becomes a page with its saved views, and its links to the other tutorials and to module pages resolve."
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_docs import _Links, _target, _page
-    out, pages = tutorial_pages
-    want = {_page(f'tutorials/{n}') for n in tutorials()}
-    assert want <= set(pages), (sorted(want), pages)
-    broken = []
-    for p in want:
-        links = _Links(); links.feed((out/p).read_text())
-        assert links.iframes == 0, p
-        body = (out/p).read_text()
-        assert body.count("class='mlnb-table'") + body.count('class="mlnb-table"') >= 1, f"{p} shows no saved view"
-        for href in links.links:
-            t = _target(p, href)
-            if t and t[0].startswith('tutorials/') and t[0] not in pages: broken.append(f"{p}: {href}")
-    assert not broken, f"links between tutorials that do not resolve: {broken}"
-
 def test_scrub():
     t = ("<table class='mlnb-table'><thead><tr><th>run</th><th>name</th><th>started</th></tr></thead>"
          "<tbody><tr><td>ab12cd34</td><td>baseline</td><td>2026-11-26 13:44:43</td></tr></tbody></table>")
