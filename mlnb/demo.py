@@ -8,32 +8,50 @@ Docs: https://mlnb.github.io/mlnb/demo.html.md"""
 from __future__ import annotations
 import os, sys
 from pathlib import Path
-from .core import emit, verb
+from .core import MlnbError, emit, verb
 from .config import Project
 from .project import init
 
 # %% auto #0
-__all__ = ['quickstart']
+__all__ = ['MARKER', 'QuickstartError', 'quickstart']
 
 # %% ../nbs/89_demo.ipynb #ace2a86c
-def quickstart(path:str|Path="mlnb-quickstart", # Where to make the demo project
+class QuickstartError(MlnbError):
+    "The folder quickstart was given holds something that is not an earlier quickstart's demo project."
+
+MARKER = '.mlnb/quickstart'  # written into the demo project: a later quickstart may replace a folder that has it
+
+def quickstart(path:str|Path="mlnb-quickstart", # Where to make the demo project (an earlier quickstart's project there is replaced)
                *, serve:bool=True, # Serve the champion on loopback and ask it for a prediction
               ) -> Project:
     "Make a demo project at `path` and run the loop end to end on the embedded defaults."
-    import contextlib, json
+    import contextlib, shutil
     from mlnb.templates import use_template
-    prj = use_template(path, "classification")
+    p = Path(path).expanduser().resolve()
     def step(msg): emit('quickstart.step', msg=msg)
+    if p.exists():
+        if (p/MARKER).exists(): shutil.rmtree(p); step(f"replacing the demo project an earlier quickstart made at {p}")
+        elif not p.is_dir() or any(p.iterdir()):
+            raise QuickstartError(f"{p} exists and is not a demo project an earlier quickstart made",
+                                  hint="give quickstart another folder: mlnb quickstart OTHER_FOLDER")
+    prj = use_template(p, "classification")
+    (prj.root/MARKER).write_text("made by mlnb quickstart: a later `mlnb quickstart` replaces this folder\n")  # .mlnb/ is ignored by git
     with contextlib.chdir(prj.root):
         _loop(prj, step, serve)
     emit('quickstart.done', msg='\n'.join([
         f"done: the demo project is {prj.root}. Where to look:",
         f"  mlflow ui --backend-store-uri {prj.tracking_uri}    # runs, models, aliases",
         f"  {prj.dir/'cards'/'classifier.html'}    # the champion's model card",
-        f"  {prj.dir/'reports'}/    # retrain reports;  mlnb audit show  # the audit trail",
+        f"  {prj.dir/'reports'}/    # retrain reports;  cd {prj.root} && mlnb audit show    # the audit trail",
         f"  cd {prj.root} && mlnb pipeline show && dvc dag    # the pipeline",
-        f"  cd {prj.root} && jupyter lab    # then %load_ext mlnb and %mlnb help"]))
+        f"  cd {prj.root} && {_jupyter_lab()}    # then %load_ext mlnb and %mlnb help"]))
     return prj
+
+def _jupyter_lab() -> str:
+    "The command that opens JupyterLab here: `jupyter lab`, with its install first when JupyterLab is missing."
+    import importlib.util, shutil
+    have = shutil.which('jupyter') and importlib.util.find_spec('jupyterlab') is not None
+    return "jupyter lab" if have else f"{Path(sys.executable).name} -m pip install jupyterlab && jupyter lab"
 
 def _loop(prj:Project, step, serve:bool):
     import json
@@ -58,15 +76,15 @@ def _loop(prj:Project, step, serve:bool):
     ex = explain(model, X, n_background=50, rows=20)
     top = list(ex.importance['feature'][:3])
     step(f"explain: {ex.explainer} explainer; most important features {', '.join(map(str, top))}")
-    from mlnb.cards import card
-    c = card("classifier@champion", project=prj)
-    cp = c.save(prj.dir/'cards'/'classifier.html')
-    step(f"card: {cp}")
     from mlnb.pipelines import set_params
     set_params(prj.root/prj.settings['pipeline.params_file'], ["train.C=0.05"])
     from mlnb.retraining import retrain
     r = retrain("classifier", project=prj)
     step(f"retrain: a challenger with C=0.05 was {r.decision} ({r.steps[-1]['msg']}); report {r.path}")
+    from mlnb.cards import card
+    c = card("classifier@champion", project=prj)  # after the retrain: the card describes the champion as it is now
+    cp = c.save(prj.dir/'cards'/'classifier.html')
+    step(f"card: {cp} ({c.context['title']}, the champion now)")
     if serve:
         import urllib.request
         from mlnb.serving import serve as serve_model

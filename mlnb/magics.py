@@ -103,8 +103,9 @@ class BareMagicTransformer(ast.NodeTransformer):
 # %% ../nbs/91_magics.ipynb #4f727c06
 def load_ipython_extension(ipython, # The IPython shell (`%load_ext mlnb` passes it)
                           ):
-    "Register `%mlnb`/`%%mlnb`, make `MlnbMagics` `%config`-able, and install the `BareMagicTransformer`."
+    "Register `%mlnb`/`%%mlnb`, make `MlnbMagics` `%config`-able, install the `BareMagicTransformer`, and bind `mlnb` in the notebook when the name is free."
     m = MlnbMagics(shell=ipython)
+    if 'mlnb' not in ipython.user_ns: ipython.user_ns['mlnb'] = sys.modules['mlnb']  # so `mlnb.log(...)` works after `%load_ext mlnb`
     ipython.register_magics(m)
     if m not in ipython.configurables: ipython.configurables.append(m)
     if not any(isinstance(t, BareMagicTransformer) for t in ipython.ast_transformers): ipython.ast_transformers.append(BareMagicTransformer())
@@ -118,3 +119,4 @@ def unload_ipython_extension(ipython, # The IPython shell (`%unload_ext mlnb` pa
     mm.registry.pop('MlnbMagics', None)
     ipython.configurables[:] = [c for c in ipython.configurables if not isinstance(c, MlnbMagics)]
     ipython.ast_transformers[:] = [t for t in ipython.ast_transformers if not isinstance(t, BareMagicTransformer)]
+    if ipython.user_ns.get('mlnb') is sys.modules.get('mlnb'): ipython.user_ns.pop('mlnb', None)

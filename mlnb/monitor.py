@@ -530,7 +530,8 @@ def drift(reference, # The baseline: DataFrame, CSV/Parquet path, dataset versio
                                                   hint="drop it or pass columns=[...] without it")
         test, score, th, dr = _column_drift(r, c, et, p_th, d_th)
         rows.append(dict(column=name, type=et, test=test, score=score, threshold=th, drifted=bool(dr), role=roles.get(name, 'feature')))
-        emit('drift.column', column=str(name), test=test, score=score, drifted=bool(dr), tick=True)
+        emit('drift.column', msg=f"column {len(rows) + len(skipped)}/{len(columns)} {name}: {test} {score:.3g}" + (" drifted" if dr else ""),
+             column=str(name), test=test, score=score, drifted=bool(dr), tick=True)
     if not rows:
         raise DriftInputError("none of the columns can be tested for drift", hint=f"not tested: {', '.join(skipped)}")
     import pandas as pd

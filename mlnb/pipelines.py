@@ -13,12 +13,14 @@ from .core import MlnbError, MlnbUsageError, emit, html_table, need, verb
 from .config import find_project, find_root, load_settings, setting
 
 # %% auto #0
-__all__ = ['StepError', 'StepResult', 'notebook_params', 'add_parameters', 'step', 'read_params', 'set_params', 'PipelineError',
-           'pipeline_add', 'PipelineResult', 'KernelPool', 'reproduce', 'pipeline_graph', 'dag_svg', 'PipelineShow']
+__all__ = ['StepError', 'StepResult', 'notebook_params', 'add_parameters', 'kernel_manager_class', 'step', 'read_params',
+           'set_params', 'PipelineError', 'pipeline_add', 'PipelineResult', 'KernelPool', 'reproduce', 'pipeline_graph',
+           'dag_svg', 'PipelineShow']
 
 # %% ../nbs/75_pipelines.ipynb #e0da314d
 setting("pipeline.kernel", "python3", "Jupyter kernel that runs pipeline steps (papermill's kernel_name)")
 setting("pipeline.params_file", "params.yaml", "The DVC params file whose sections feed the steps' parameters")
+setting("pipeline.auto_commit", True, "`mlnb run` commits the pipeline's record (dvc.lock, params, metrics, DVC's .gitignore entries) when a stage ran")
 setting("pipeline.track", True, "Record each step as an MLflow run (with its executed notebook), nested in one run per `mlnb run`")
 
 class StepError(MlnbError):
@@ -77,6 +79,25 @@ def add_parameters(path:str|Path, # The notebook to give a parameters cell
     return path
 
 # %% ../nbs/75_pipelines.ipynb #06af5992
+_KM = []
+def kernel_manager_class():
+    "Jupyter's `AsyncKernelManager`, talking to its kernel over IPC sockets in Jupyter's runtime folder on POSIX: nothing listens on TCP, and kernels log no warning about unencrypted TCP."
+    from jupyter_client.manager import AsyncKernelManager
+    if os.name != 'posix': return AsyncKernelManager
+    if not _KM:
+        import uuid
+        from traitlets import default
+        from jupyter_core.paths import jupyter_runtime_dir
+        class IPCKernelManager(AsyncKernelManager):
+            @default('transport')
+            def _default_transport(self): return 'ipc'
+            @default('ip')
+            def _default_ip(self):  # the socket files' prefix: in the runtime folder, not the step's working folder
+                d = Path(jupyter_runtime_dir()); d.mkdir(parents=True, exist_ok=True)
+                return str(d/f"mlnb-{uuid.uuid4().hex[:12]}")
+        _KM.append(IPCKernelManager)
+    return _KM[0]
+
 def _event_engine():
     from papermill.engines import NBClientEngine, papermill_engines
     class MlnbEngine(NBClientEngine):
@@ -86,9 +107,13 @@ def _event_engine():
             start, done = nb_man.cell_start, nb_man.cell_complete
             total = sum(c.cell_type == 'code' for c in nb_man.nb.cells)
             name = kwargs.pop('mlnb_step_name', '')
+            injected = any('injected-parameters' in c.metadata.get('tags', []) for c in nb_man.nb.cells)
             def cell_start(cell, cell_index=None, **kw):
                 if cell.cell_type == 'code':
-                    first = next((l for l in cell.source.splitlines() if l.strip()), '')
+                    tags, lines = cell.metadata.get('tags', []), [l for l in cell.source.splitlines() if l.strip()]
+                    if 'injected-parameters' in tags: first = 'parameters ' + ', '.join(l.strip() for l in lines if not l.startswith('#'))
+                    elif 'parameters' in tags and injected: first = 'default parameters (the injected ones follow)'
+                    else: first = next(iter(lines), '')
                     emit('step.cell', msg=f"{name} cell {cell_index}/{len(nb_man.nb.cells)-1}: {first[:70]}",
                          step=name, cell=cell_index, total=total)
                 return start(cell, cell_index, **kw)
@@ -150,7 +175,7 @@ def _execute(nb_path, params, output, kernel, cwd, stream, km) -> StepResult:
                                  language=_language(_read_nb(nb_path)),
                                  progress_bar=False, log_output=False, cwd=str(cwd) if cwd else None,
                                  stdout_file=sys.stdout if stream else None, stderr_file=sys.stderr if stream else None,
-                                 mlnb_step_name=nb_path.name, **({'km': km} if km is not None else {}))
+                                 mlnb_step_name=nb_path.name, **({'km': km} if km is not None else {'kernel_manager_class': kernel_manager_class()}))
     except PapermillExecutionError as e:
         first = next((l for l in (e.source or '').splitlines() if l.strip()), '')
         emit('step.failed', msg=f"{nb_path} failed in cell [{e.exec_count}]", step=str(nb_path), output=str(output))
@@ -315,9 +340,8 @@ class KernelPool:
                 ):
         self.kernel, self.cwd, self.spare = kernel, str(cwd), None
     def _launch(self):
-        from jupyter_client.manager import AsyncKernelManager
         from jupyter_core.utils import run_sync
-        km = AsyncKernelManager(kernel_name=self.kernel)
+        km = kernel_manager_class()(kernel_name=self.kernel)
         run_sync(km.start_kernel)(cwd=self.cwd)  # spawns the process; it boots while the current step runs
         return km
     def take(self):
@@ -388,6 +412,15 @@ def reproduce(targets:list[str]|None=None, # Stages to reproduce (default: the w
     prj, repo = _repo(project)
     with contextlib.chdir(prj.root): return _reproduce(prj, repo, targets, set, force)  # stage names read from the root
 
+def _record_files(prj, stages) -> list[str]:
+    "What a run of the pipeline changes in git: dvc.yaml/dvc.lock, the params file, metrics and plots kept in git, and the .gitignore files DVC writes beside cached outputs."
+    files = ['dvc.yaml', 'dvc.lock', prj.settings['pipeline.params_file']]
+    for s in stages:
+        for o in s.outs:
+            rel = os.path.relpath(o.fs_path, prj.root)
+            files.append(rel if not o.use_cache else os.path.join(os.path.dirname(rel), '.gitignore'))
+    return files
+
 def _reproduce(prj, repo, targets, set, force):
     t = time.perf_counter()
     if set: set_params(prj.root/prj.settings['pipeline.params_file'], list(set))
@@ -408,6 +441,9 @@ def _reproduce(prj, repo, targets, set, force):
         raise PipelineError(f"dvc: {msg}", hint=hint) from None
     finally: repo.close()
     res = PipelineResult(ran, [s.addressing for s in stages if s.addressing not in ran], time.perf_counter() - t)
+    if (ran or set) and prj.settings['pipeline.auto_commit']:
+        from mlnb.project import git_commit
+        git_commit(prj.root, _record_files(prj, stages), f"mlnb run: {', '.join(ran) or 'no stage ran'}" + (f" with {', '.join(set)}" if set else ''))
     emit('pipeline.done', msg=str(res).splitlines()[0], ran=list(ran), skipped=res.skipped)
     return res
 

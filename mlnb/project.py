@@ -13,7 +13,7 @@ from .core import MlnbError, ProjectError, atomic_write, emit, need
 from .config import SETTINGS, PROJECT_FILE, Project, load_settings, read_toml
 
 # %% auto #0
-__all__ = ['STARTER_FILES', 'toml_value', 'default_toml', 'git_root', 'dvc_root', 'starter_file', 'init']
+__all__ = ['STARTER_FILES', 'toml_value', 'default_toml', 'git_root', 'git_commit', 'dvc_root', 'starter_file', 'init']
 
 # %% ../nbs/02_project.ipynb #4efa74dc
 def toml_value(v, # A string, number, boolean, or a list of those
@@ -25,15 +25,19 @@ def toml_value(v, # A string, number, boolean, or a list of those
     if isinstance(v, (list, tuple)): return '[' + ', '.join(map(toml_value, v)) + ']'
     raise TypeError(f"no TOML literal for {v!r}")
 
-def default_toml() -> str:
-    "The text of a fresh `mlnb.toml`: every declared setting at its default, grouped by section, with its help."
-    from mlnb.core import load_verbs
+def default_toml(values:dict|None=None, # Settings written with these values instead of their defaults: `{'tracking.experiment': 'churn'}`
+                ) -> str:
+    "The text of a fresh `mlnb.toml`: every declared setting at its default (or its value in `values`), grouped by section, with its help."
+    from mlnb.core import ConfigError, load_verbs
     load_verbs()
+    values = dict(values or {})
+    unknown = sorted(set(values) - set(SETTINGS))
+    if unknown: raise ConfigError(f"no setting named {', '.join(unknown)}", hint="`mlnb config` lists the settings")
     out, section = ["# mlnb project settings. Each can be overridden by an MLNB_<SECTION>_<KEY> environment variable;",
                     "# `mlnb config` shows the effective values and where they come from."], None
     for s in sorted(SETTINGS.values(), key=lambda s: (s.section != 'project', s.section, s.key)):
         if s.section != section: out += ["", f"[{s.section}]"]; section = s.section
-        out += [f"# {s.help}", f"{s.key} = {toml_value(s.default)}"]
+        out += [f"# {s.help}", f"{s.key} = {toml_value(values.get(s.name, s.default))}"]
     return '\n'.join(out) + '\n'
 
 # %% ../nbs/02_project.ipynb #75590ccc
@@ -46,6 +50,23 @@ def git_root(path:Path, # A folder
     "The top of the git work tree holding `path`, or None."
     r = _git('rev-parse', '--show-toplevel', cwd=path)
     return Path(r.stdout.strip()).resolve() if r.returncode == 0 else None
+
+def git_commit(root:Path, # The folder the paths are relative to (inside a git work tree)
+               paths:list[str], # Files and folders to commit, as they are in the work tree (untracked ones are added)
+               message:str, # The commit message
+              ) -> str|None:
+    "Commit `paths` (and only them) when they changed; the new commit's id, or None when nothing changed or git has no identity to commit with (said in an event)."
+    paths = [p for p in dict.fromkeys(map(str, paths)) if (Path(root)/p).exists() or _git('ls-files', '--error-unmatch', '--', p, cwd=root).returncode == 0]
+    if not paths or not _git('status', '--porcelain', '--', *paths, cwd=root).stdout.strip(): return None
+    if _git('var', 'GIT_COMMITTER_IDENT', cwd=root).returncode:
+        emit('git.skipped', msg=f"not committed ({', '.join(paths)}): git has no user identity; set one with git config --global user.email you@example.com", paths=paths)
+        return None
+    r = _git('add', '-A', '--', *paths, cwd=root)
+    if r.returncode == 0: r = _git('commit', '-q', '-m', message, '--', *paths, cwd=root)
+    if r.returncode: raise ProjectError(f"git commit failed: {(r.stderr or r.stdout).strip()}", hint=f"commit {', '.join(paths)} by hand")
+    sha = _git('rev-parse', 'HEAD', cwd=root).stdout.strip()
+    emit('git.commit', msg=f"committed {', '.join(paths)}: {message.splitlines()[0]} ({sha[:8]})", commit=sha, paths=paths)
+    return sha
 
 def dvc_root(path:Path, # The folder to start from
              stop:Path|None=None, # The highest folder to look in (None: up to the filesystem root)
@@ -87,25 +108,40 @@ def _lay_starter_files(prj:Project, step):
 
 # %% ../nbs/02_project.ipynb #6ef344b4
 def init(path:str|Path=".", # The project folder (created if missing)
+         settings:dict|None=None, # Values a new `mlnb.toml` gets instead of the defaults (`{'tracking.experiment': 'churn'}`); an existing one is never rewritten
         ) -> Project:
-    "Make `path` an mlnb project with the embedded defaults; running it again changes nothing."
+    "Make `path` an mlnb project with the embedded defaults; running it again changes nothing, and a first run that fails leaves nothing behind."
     p = Path(path).expanduser().resolve()
     if p.exists() and not p.is_dir(): raise ProjectError(f"{p} is a file, not a folder", hint="give `mlnb init` a folder path")
     _check_writable(p)
-    if (p/PROJECT_FILE).exists(): load_settings(p)  # a malformed mlnb.toml stops us before anything is written
+    if (p/PROJECT_FILE).exists(): load_settings(p); toml = None  # a malformed mlnb.toml stops us before anything is written
+    else: toml = default_toml(settings)  # so does an unknown setting
     def step(msg): emit('init.step', msg=msg, path=str(p))
-    if not p.exists(): p.mkdir(parents=True); step(f"created {p}")
+    created = not p.exists()
+    if created: p.mkdir(parents=True); step(f"created {p}")
+    try: prj = _lay(p, toml, settings or {}, step)
+    except BaseException:
+        if created: shutil.rmtree(p, ignore_errors=True); step(f"removed {p}: init did not finish")
+        else: step(f"init stopped part way in {p}: fix the cause above and run `mlnb init` again, which keeps what is there and finishes")
+        raise
+    emit('init.done', msg=f"project ready at {p}", path=str(p))
+    return prj
 
+def _lay(p:Path, toml:str|None, settings:dict, step) -> Project:
+    "The steps of `init` in folder `p`; `toml`: the text of a new `mlnb.toml` with `settings` in it (None: keep the one there)."
     top = git_root(p)
+    if top is not None and top != p and _git('check-ignore', '-q', str(p), cwd=top).returncode == 0:
+        step(f"git: the repository at {top} ignores {p.relative_to(top)}, so the project gets a repository of its own")
+        top = None  # DVC refuses a .dvc/ its git repository ignores
     if top is None:
         r = _git('init', '-q', cwd=p)
         if r.returncode: raise ProjectError(f"git init failed: {r.stderr.strip()}")
         top = p; step("git: initialised a repository")
     else: step(f"git: using the repository at {top}")
 
-    if not (p/PROJECT_FILE).exists():
-        atomic_write(p/PROJECT_FILE, default_toml()); _git('add', PROJECT_FILE, cwd=p)
-        step(f"wrote {PROJECT_FILE} with every setting at its default")
+    if toml is not None:
+        atomic_write(p/PROJECT_FILE, toml); _git('add', PROJECT_FILE, cwd=p)
+        step(f"wrote {PROJECT_FILE}: every setting at its default" + (", except " + ', '.join(f"{k} = {toml_value(v)}" for k, v in settings.items()) if settings else ''))
     prj = Project(p)
 
     mlnb_dir = prj.dir
@@ -116,7 +152,6 @@ def init(path:str|Path=".", # The project folder (created if missing)
     _lay_starter_files(prj, step)
     _ensure_dvc(prj, top, step)
     _ensure_mlflow_store(prj, step)
-    emit('init.done', msg=f"project ready at {p}", path=str(p))
     return prj
 
 def _ensure_gitignore(root:Path, entries:list[str], step):

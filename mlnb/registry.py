@@ -256,6 +256,7 @@ def promote(name:str, # The registered model
             metric:str|Callable|None=None, # Overrides `registry.metric`
             min_improvement:float|None=None, # Overrides `registry.min_improvement`
             reason:str|None=None, # Why (kept in the audit log)
+            comparison:Comparison|None=None, # The gate's verdict when the caller has just run `compare` on the same version and alias (not scored again)
            ) -> Comparison:
     "Move `alias` to `version` if it beats the alias's holder on the gate; else raise `PromotionRefused`."
     prj = _project(project); client = _client(prj)
@@ -265,6 +266,8 @@ def promote(name:str, # The registered model
         raise RegistryError(f"{name} version {v} already holds @{alias}", hint="promote another version, or `mlnb rollback` to step back")
     if gate is False:
         cmp = Comparison(name, alias, '', v, None, cur and int(cur.version), None, gated=False)
+    elif comparison is not None and (comparison.model, comparison.candidate, comparison.alias, comparison.incumbent) == (name, v, alias, cur and int(cur.version)):
+        cmp = comparison
     else:
         cmp = compare(name, v, alias, gate, project=prj, metric=metric, min_improvement=min_improvement)
     fields = dict(alias=alias, previous=cmp.incumbent, metric=cmp.metric or None, score=cmp.candidate_score,

@@ -147,7 +147,7 @@ def _retrain(prj, st, rep, data, require_approval, if_drift, if_new_data):
         from mlnb.audit import record
         record('retrain.pending', prj, model=rep.name, version=v, comparison=rep.comparison)
         rep.decision = 'pending'; rep.add('decision', f"v{v} wins ({cmp.summary()}); pending approval: `mlnb approve {rep.name} {v}`"); return
-    promote(rep.name, v, 'champion', holdout, project=prj, reason='retrain')
+    promote(rep.name, v, 'champion', holdout, project=prj, reason='retrain', comparison=cmp)
     rep.decision = 'promoted'; rep.add('decision', f"v{v} promoted to @champion: {cmp.summary()}")
 
 def _changed(prj:Project, path:Path) -> bool:

@@ -8,22 +8,23 @@ Docs: https://mlnb.github.io/mlnb/templates.html.md"""
 from __future__ import annotations
 import shutil
 from pathlib import Path
-from .core import MlnbError, emit, verb
+from .core import MlnbError, MlnbUsageError, atomic_write, emit, verb
 from .config import Project
-from .project import init
+from .project import git_commit, init
 
 # %% auto #0
-__all__ = ['CLASSIFICATION_STAGES', 'SETUPS', 'TemplateError', 'templates_dir', 'template_names', 'use_template']
+__all__ = ['CLASSIFICATION_STAGES', 'SETUPS', 'TEMPLATE_SETTINGS', 'TemplateError', 'templates_dir', 'template_names',
+           'mlnb_requirement', 'use_template']
 
 # %% ../nbs/77_templates.ipynb #c1c62289
 class TemplateError(MlnbError):
     "An unknown template, or one that cannot be laid into this project."
 
 def templates_dir() -> Path:
-    "The folder holding the templates (`templates/` beside the package)."
+    "The folder holding the templates (`mlnb/project_templates/`, package data: installed with the wheel)."
     import mlnb
-    d = Path(mlnb.__file__).resolve().parent.parent/'templates'
-    if not d.is_dir(): raise TemplateError(f"no templates folder at {d}", hint="install mlnb from its repository: pip install -e .")
+    d = Path(mlnb.__file__).resolve().parent/'project_templates'
+    if not d.is_dir(): raise TemplateError(f"no templates folder at {d}", hint="reinstall mlnb: its wheel ships the templates")
     return d
 
 def template_names() -> list[str]:
@@ -76,26 +77,53 @@ def _classification(prj:Project, step):
         step(f"pipeline: stage '{name}'")
 
 SETUPS = {'classification': _classification}
+TEMPLATE_SETTINGS = {  # what a template's new mlnb.toml sets besides `tracking.experiment` (the project's name)
+    'classification': {'registry.holdout': 'data/prepared/holdout.csv', 'registry.target': 'target'},
+}
+
+def mlnb_requirement() -> str:
+    "The pip requirement for the mlnb running now: its VCS URL and commit, its local folder or wheel (`mlnb @ file://…`), or `mlnb==VERSION`."
+    import json
+    from importlib import metadata
+    try: dist = metadata.distribution('mlnb')
+    except metadata.PackageNotFoundError:
+        import mlnb
+        return f"mlnb=={mlnb.__version__}"
+    du = json.loads(dist.read_text('direct_url.json') or 'null')
+    if not du: return f"mlnb=={dist.version}"
+    vcs = du.get('vcs_info')
+    return f"mlnb @ {vcs['vcs']}+{du['url']}@{vcs['commit_id']}" if vcs else f"mlnb @ {du['url']}"
 
 def use_template(path:str|Path, # The project folder (made with `init` if it is not a project yet)
                  name:str="classification", # The template
+                 requirement:str|None=None, # The mlnb requirement `requirements.txt` pins for CI (default: the mlnb running now, `mlnb_requirement()`)
                 ) -> Project:
-    "Lay template `name` into the project at `path`; what the project already has is kept."
+    "Lay template `name` into the project at `path` and commit it whole; what the project already has is kept."
     names = template_names()
     if name not in names: raise TemplateError(f"no template named '{name}'", hint=f"templates: {', '.join(names)}")
-    prj = init(path)
+    p = Path(path).expanduser().resolve()
+    prj = init(p, settings={'tracking.experiment': p.name, **TEMPLATE_SETTINGS.get(name, {})})
     def step(msg): emit('init.step', msg=msg, path=str(prj.root))
     added = _copy_tree(templates_dir()/name, prj.root)
     if added: step(f"template {name}: added {', '.join(added)}")
+    req = prj.root/'requirements.txt'
+    if requirement is not None or not req.exists():
+        pin = requirement or mlnb_requirement()
+        atomic_write(req, "# The mlnb this project was made with: its CI workflow (.github/workflows/mlnb.yml) installs exactly this.\n"
+                          "# Point it at a version, wheel or VCS URL your CI can reach: mlnb init --template NAME --requirement '...'\n" + pin + "\n")
+        step(f"requirements.txt: {pin}")
     if name in SETUPS: SETUPS[name](prj, step)
-    emit('init.done', msg=f"project ready at {prj.root}: `mlnb run` runs its pipeline", path=str(prj.root))
+    git_commit(prj.root, ['.'], f"mlnb init --template {name}")
+    emit('template.done', msg=f"template {name} laid in {prj.root}: `mlnb run` runs its pipeline", path=str(prj.root))
     return prj
 
 # %% ../nbs/77_templates.ipynb #501b8bc9
 def _init_args(p):
     p.add_argument("path", nargs="?", default=".", help="the project folder (default: the current one)")
     p.add_argument("--template", help="lay a template project into it (e.g. classification)")
+    p.add_argument("--requirement", help="with --template: the mlnb requirement requirements.txt pins for CI (default: the mlnb running now)")
 
 @verb("init", "make (or check) an mlnb project here or at PATH: git, DVC + local remote, MLflow store, mlnb.toml; --template classification", _init_args)
 def _init_verb(args, ctx):
-    return use_template(args.path, args.template) if args.template else init(args.path)
+    if args.requirement and not args.template: raise MlnbUsageError("--requirement goes with --template", hint="mlnb init --template classification --requirement 'mlnb @ git+https://…'")
+    return use_template(args.path, args.template, args.requirement) if args.template else init(args.path)

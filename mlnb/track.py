@@ -639,15 +639,44 @@ def track(code:str, # The cell body
           tags:dict|None=None, # Tags set at the start
           resume:str|None=None, # Reopen this existing run instead of starting a new one
          ) -> Run:
-    "Run `code` as one mlnb run, with the values of the variables named in `params` logged as params."
-    missing = [p for p in params or [] if p.split('.')[0] not in ns]
-    if missing:
-        raise MlnbUsageError(f"--params names no variable: {', '.join(missing)}", hint="define them before the cell, or fix the names")
-    from mlnb.core import VerbContext
-    ctx = VerbContext(namespace=ns, face='magic')
-    pv = {p: ctx.resolve(p, required=True) for p in params or []}
-    with Run(experiment, name, pv, tags, namespace=ns, resume=resume) as r: run_cell(code, ns)
+    "Run `code` as one mlnb run, with the values the variables named in `params` hold when the cell ends logged as params."
+    with Run(experiment, name, None, tags, namespace=ns, resume=resume) as r:
+        try: run_cell(code, ns)
+        finally: missing = _log_cell_params(r, params or [], ns)  # a failed cell's run keeps the values it got to
+        if missing:
+            defined = _cell_names(code)
+            raise MlnbUsageError(f"--params names no variable: {', '.join(missing)}; the cell defined {', '.join(defined) if defined else 'no names'}",
+                                 hint="assign them in the cell (or before it), or fix the names in --params")
     return r
+
+def _log_cell_params(r:Run, params:list[str], ns:dict) -> list[str]:
+    "Log the values `params` (names, or dotted `cfg.lr`) have in `ns` now; returns the names that resolve to nothing."
+    from mlnb.core import VerbContext
+    ctx, found, missing = VerbContext(namespace=ns, face='magic'), {}, []
+    for p in params:
+        if p.split('.')[0] not in ns: missing.append(p); continue
+        try: found[p] = ctx.resolve(p, required=True)
+        except MlnbError: missing.append(p)
+    if found: r.log_params(found)
+    return missing
+
+def _cell_names(code:str) -> list[str]:
+    "The names the top level of a cell binds (assignments, imports, defs, loop targets), in order."
+    import ast
+    ip = sys.modules.get('IPython')
+    sh = ip.get_ipython() if ip else None
+    try: tree = ast.parse(sh.transform_cell(code) if sh is not None else code)
+    except SyntaxError: return []
+    out = []
+    class V(ast.NodeVisitor):
+        def visit_Name(self, n):
+            if isinstance(n.ctx, ast.Store): out.append(n.id)
+        def _def(self, n): out.append(n.name)  # a def binds its name; its body's names are its own
+        visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = _def
+        def visit_Lambda(self, n): pass
+        def visit_alias(self, n): out.append(n.asname or n.name.split('.')[0])
+    V().visit(tree)
+    return list(dict.fromkeys(out))
 
 def _track_args(p):
     p.add_argument("--experiment", "-e", help="MLflow experiment (default: the tracking.experiment setting)")

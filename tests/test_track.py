@@ -72,8 +72,11 @@ def test_track_cell_magic_in_ipython(in_prj):
     assert exp_runs(in_prj, 'cellexp')[-1].info.status == 'KILLED'
 
     # bad input: one line, no run left RUNNING
-    r = ip.run_cell("%%mlnb track --experiment cellexp --params nosuchvar\n1\n")
-    assert not r.success and 'names no variable: nosuchvar' in str(r.error_in_exec)
+    r = ip.run_cell("%%mlnb track --experiment cellexp --params nosuchvar\nfound = 1\n")  # read when the cell ends: its run fails
+    assert not r.success and 'names no variable: nosuchvar; the cell defined found' in str(r.error_in_exec)
+    assert exp_runs(in_prj, 'cellexp')[-1].info.status == 'FAILED'
+    assert ip.run_cell("%%mlnb track --experiment cellexp --params C\nC = 0.5\n").success  # assigned in the cell (the README's example)
+    assert exp_runs(in_prj, 'cellexp')[-1].data.params == {'C': '0.5'}
     r = ip.run_cell("%%mlnb track --experiment cellexp\nimport mlnb\nmlnb.log(acc='high')\n")
     assert not r.success and "metric 'acc' must be a number" in str(r.error_in_exec)
     assert all(x.info.status != 'RUNNING' for x in exp_runs(in_prj, 'cellexp'))
@@ -83,7 +86,7 @@ def test_track_cell_magic_in_ipython(in_prj):
     # `%mlnb runs`: the result is the table (a live view is shown where widgets are on)
     assert ip.run_cell("t = %mlnb runs --experiment cellexp --sort status").success
     t = ip.user_ns['t']
-    assert [row['status'] for row in t.rows][:2] == ['KILLED', 'FINISHED'] and len(t) == 5
+    assert [row['status'] for row in t.rows][:2] == ['KILLED', 'FINISHED'] and len(t) == 7
     assert '<table' in t._repr_html_()
     r = ip.run_cell("%mlnb runs --experiment nosuchexp")
     assert not r.success and "no experiment named 'nosuchexp'" in str(r.error_in_exec)
