@@ -644,7 +644,7 @@ def create_app(target:str, # `NAME@ALIAS`, `NAME/VERSION` or `NAME`
         log.error("unexpected error on %s %s (error id %s): %s", request.method, request.url.path, eid, _line(exc), exc_info=exc)
         return JSONResponse(_error(f"an unexpected error in the server (error id {eid}): {_line(exc)}", error_id=eid), status_code=500)
 
-    from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+    from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
     one_ta, many_ta = TypeAdapter(Inst), TypeAdapter(list[Inst])
     inst_schema = one_ta.json_schema()
     alts = [inst_schema] + ([{'type': 'string'}] if sfield == 'text' else [])
@@ -698,7 +698,13 @@ def create_app(target:str, # `NAME@ALIAS`, `NAME/VERSION` or `NAME`
         "The ground truth for a served prediction."
         model_config = ConfigDict(extra='forbid')
         id: str = Field(pattern=r'^[0-9a-f]{32}$', description="The prediction's id, as /predict returned it")
-        label: Any = Field(description="The true label or value")
+        label: Any = Field(description="The true label or value (not null, NaN or infinite)")
+        @field_validator('label')
+        @classmethod
+        def _finite(cls, v):
+            import math
+            if v is None or (isinstance(v, float) and not math.isfinite(v)): raise ValueError("a label must be a value (not null, NaN or infinite)")
+            return v
     fb_one, fb_many = TypeAdapter(Feedback), TypeAdapter(list[Feedback])
 
     async def feedback(request: Request):

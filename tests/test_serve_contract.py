@@ -175,7 +175,9 @@ def test_bad_inputs_are_422_in_one_shape_and_not_logged(env):
             check(spec, '/predict', 'post', r)
             for w in words: assert w in b['message'], (w, b['message'])
             assert '\n' not in b['message']
-        for kw in (dict(json={'id': 'x' * 32, 'label': 1}), dict(json={'label': 1}), raw('{'), dict(json=[{'id': 'a' * 32}])):
+        fb_nan = raw('{"id": "%s", "label": NaN}' % ('a' * 32))
+        for kw in (dict(json={'id': 'x' * 32, 'label': 1}), dict(json={'label': 1}), raw('{'), dict(json=[{'id': 'a' * 32}]),
+                   dict(json={'id': 'a' * 32, 'label': None}), fb_nan):
             r = c.post('/feedback', **kw)
             assert r.status_code == 422, r.text
             error_schema_ok(spec, r); check(spec, '/feedback', 'post', r)

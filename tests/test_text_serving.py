@@ -8,6 +8,8 @@ import pytest
 warnings.filterwarnings('ignore')
 httpx = pytest.importorskip('httpx')
 pytest.importorskip('transformers'); pytest.importorskip('tokenizers')
+try: import jsonschema
+except ImportError: jsonschema = None
 
 
 def tiny_bert(folder: Path):
@@ -63,6 +65,10 @@ def test_text_model_over_rest(env):
             assert c.post('/predict', json=texts[:4]).json()['predictions'] == preds
             spec = c.get('/openapi.json').json()
             assert '"text"' in json.dumps(spec['paths']['/predict']['post']['requestBody'])
+            if jsonschema is not None:  # the answers are what the spec declares (a prediction: {label, score})
+                schema = spec['paths']['/predict']['post']['responses']['200']['content']['application/json']['schema']
+                for r in (one, many): jsonschema.validate(r.json(), {**schema, 'components': spec['components']})
+                assert 'score' in json.dumps(spec['components']['schemas'])
             log = h.model_server.log; log.flush(); n0 = len(log.path.read_text().splitlines())
             for kw, words in [(dict(json={'text': 5}), ['text', 'string']),
                               (dict(json=[{'text': 'fine'}, {'text': None}]), ['instance 1', 'text']),
