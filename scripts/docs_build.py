@@ -4,7 +4,8 @@ workflow publishes and `tests/test_docs.py` checks). Run it through `bash script
 1. A snapshot of `nbs/` and `pyproject.toml` goes to the work folder (`_proc/` unless `--work`), and each notebook
    goes through nbdev's processing (`nbdev.serve._proc_file` + `nbdev.serve_drv.main`, what `nbdev-proc-nbs` does:
    front matter, directives, `show_doc` cells added and executed with the exported code). Nothing else is executed:
-   the tutorials keep their saved outputs. Processed notebooks are cached by modification time (`--force` redoes them).
+   the tutorials keep their saved outputs. Processed notebooks are cached by modification time, as nbdev caches them
+   (a changed pyproject.toml redoes all; `--force` too, after a change in `mlnb/` that a notebook's show_doc shows).
 2. Each processed notebook becomes a Sphinx page named as nbdev names it (`00_core.ipynb` -> `core.html`): Quarto's
    cell options become MyST-NB tags (`echo: false` hides the code, `output: asis` makes the output part of the page,
    as `show_doc`'s markdown is), links to the published site and to notebooks become relative links to pages, and
@@ -34,8 +35,11 @@ def _proc_one(work:str, rel:str):
     try:
         from nbdev.serve import _proc_file
         import nbdev.serve_drv
-        o = _proc_file(Path(work, 'nbs', rel), cache=Path(work, '_proc'), path=Path(work, 'nbs'))
+        # relative paths: nbdev skips a notebook whose path has a `_proc`, `_docs` or `.`-named part (the default work
+        # folder is `_proc/`, and a checkout may live under a dot folder)
+        o = _proc_file(Path('nbs', rel), cache=Path('_proc'), path=Path('nbs'))
         if o: nbdev.serve_drv.main(o)
+        if not Path('_proc', rel).exists(): raise RuntimeError('nbdev wrote no processed notebook')
         return rel, time.time() - t0, None
     except BaseException as e:  # a notebook's SystemExit too: report it, keep the worker
         lines = [l for l in f"{type(e).__name__}: {e}".strip().splitlines() if l.strip()]
@@ -48,7 +52,9 @@ def process(work:Path, jobs:int, force:bool=False, fresh:bool=False) -> dict:
     shutil.copy2(ROOT/'pyproject.toml', work/'pyproject.toml')
     if (work/'nbs').exists(): shutil.rmtree(work/'nbs')
     shutil.copytree(ROOT/'nbs', work/'nbs', ignore=lambda d, names: [n for n in names if n.startswith('.') or ':' in n or n == '__pycache__'])
-    if force and (work/'_proc').exists(): shutil.rmtree(work/'_proc')
+    stamp = work/'_proc'/'.processed'  # as nbdev's cache: new settings (pyproject.toml) redo every notebook
+    if (work/'_proc').exists() and (force or not stamp.exists() or (ROOT/'pyproject.toml').stat().st_mtime > stamp.stat().st_mtime):
+        shutil.rmtree(work/'_proc')
     nbs = notebooks(work/'nbs')
     res = {}
     import multiprocessing
@@ -67,6 +73,7 @@ def process(work:Path, jobs:int, force:bool=False, fresh:bool=False) -> dict:
                 rel, secs, err = nbs[futs.index(f)], 0, f"worker died: {type(e).__name__}: {e}"
             res[rel] = err
             print(f"  {'FAILED ' if err else ''}{rel} ({secs:.0f} s){': ' + err if err else ''}", flush=True)
+    stamp.parent.mkdir(parents=True, exist_ok=True); stamp.touch()
     return res
 
 # ---- 2. Sphinx sources --------------------------------------------------------------------------------------------
