@@ -6,7 +6,7 @@ Docs: https://mlnb.github.io/mlnb/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #b3828041
 from __future__ import annotations
-import argparse, difflib, fnmatch, importlib, io, os, pkgutil, sys, tempfile, threading, time
+import argparse, difflib, fnmatch, importlib, io, os, pkgutil, shlex, sys, tempfile, threading, time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +14,9 @@ from typing import Any, Callable
 
 # %% auto #0
 __all__ = ['events', 'VERBS', 'MlnbError', 'MlnbUsageError', 'ProjectError', 'ConfigError', 'MissingDependency', 'HelpShown',
-           'need', 'Event', 'EventBus', 'emit', 'TextRenderer', 'atomic_write', 'html_table', 'ArgParser',
-           'VerbContext', 'Verb', 'verb', 'load_verbs', 'verbs_help', 'parse_verb', 'run_verb', 'check_cell']
+           'need', 'mlnb_requirement', 'Event', 'EventBus', 'emit', 'TextRenderer', 'atomic_write', 'html_table',
+           'ArgParser', 'VerbContext', 'Verb', 'verb', 'load_verbs', 'verbs_help', 'parse_verb', 'run_verb',
+           'check_cell']
 
 # %% ../nbs/00_core.ipynb #7c1dc348
 class MlnbError(Exception):
@@ -58,8 +59,28 @@ def need(module:str, # Module to import, e.g. `"torch"` or `"shap"`
     except ImportError as e:
         top = module.split('.')[0]
         if getattr(e, 'name', None) not in (None, module, top): raise  # a broken install, not a missing one
-        hint = f"pip install 'mlnb[{extra}]'" if extra else f"pip install {pip or top}"
+        if extra:  # mlnb's own extra, for the mlnb installed here (it may not come from an index)
+            req = mlnb_requirement(extra)
+            hint = "pip install " + ("-e " + shlex.quote(req[3:]) if req.startswith('-e ') else shlex.quote(req))
+        else: hint = f"pip install {pip or top}"
         raise MissingDependency(f"`{module}` is needed here but is not installed", hint) from None
+
+def mlnb_requirement(extras:str='', # Extras to ask for, comma-separated: `serve`, `explain,serve`
+                    ) -> str:
+    "The pip requirement that installs the mlnb running now: its VCS URL and commit, `-e FOLDER` for an editable checkout, its folder or wheel (`mlnb @ file://…`), or `mlnb==VERSION`."
+    import json
+    from importlib import metadata
+    ex = f"[{extras}]" if extras else ''
+    dists = list(metadata.distributions(name='mlnb'))  # a checkout's own mlnb.egg-info may come first on sys.path
+    du = next((json.loads(t) for d in dists if (t := d.read_text('direct_url.json'))), None)
+    if not du:
+        from mlnb import __version__
+        return f"mlnb{ex}=={__version__}"
+    if vcs := du.get('vcs_info'): return f"mlnb{ex} @ {vcs['vcs']}+{du['url']}@{vcs['commit_id']}"
+    if du.get('dir_info', {}).get('editable') and du['url'].startswith('file://'):
+        from urllib.parse import unquote, urlparse
+        return f"-e {unquote(urlparse(du['url']).path)}{ex}"
+    return f"mlnb{ex} @ {du['url']}"
 
 # %% ../nbs/00_core.ipynb #ca1d62dd
 @dataclass

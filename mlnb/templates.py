@@ -8,13 +8,13 @@ Docs: https://mlnb.github.io/mlnb/templates.html.md"""
 from __future__ import annotations
 import shutil
 from pathlib import Path
-from .core import MlnbError, MlnbUsageError, atomic_write, emit, verb
+from .core import MlnbError, MlnbUsageError, atomic_write, emit, mlnb_requirement, verb
 from .config import Project
 from .project import git_commit, init
 
 # %% auto #0
 __all__ = ['CLASSIFICATION_STAGES', 'SETUPS', 'TEMPLATE_SETTINGS', 'TemplateError', 'templates_dir', 'template_names',
-           'mlnb_requirement', 'use_template']
+           'use_template']
 
 # %% ../nbs/77_templates.ipynb #c1c62289
 class TemplateError(MlnbError):
@@ -80,19 +80,6 @@ SETUPS = {'classification': _classification}
 TEMPLATE_SETTINGS = {  # what a template's new mlnb.toml sets besides `tracking.experiment` (the project's name)
     'classification': {'registry.holdout': 'data/prepared/holdout.csv', 'registry.target': 'target'},
 }
-
-def mlnb_requirement() -> str:
-    "The pip requirement for the mlnb running now: its VCS URL and commit, its local folder or wheel (`mlnb @ file://…`), or `mlnb==VERSION`."
-    import json
-    from importlib import metadata
-    try: dist = metadata.distribution('mlnb')
-    except metadata.PackageNotFoundError:
-        import mlnb
-        return f"mlnb=={mlnb.__version__}"
-    du = json.loads(dist.read_text('direct_url.json') or 'null')
-    if not du: return f"mlnb=={dist.version}"
-    vcs = du.get('vcs_info')
-    return f"mlnb @ {vcs['vcs']}+{du['url']}@{vcs['commit_id']}" if vcs else f"mlnb @ {du['url']}"
 
 def use_template(path:str|Path, # The project folder (made with `init` if it is not a project yet)
                  name:str="classification", # The template

@@ -167,3 +167,11 @@ def test_readme_commands_and_notebook_as_written(tmp_path):
     runs = c.search_runs([c.get_experiment_by_name('digits').experiment_id])
     assert len(runs) == 1 and runs[0].data.params == {'C': '0.5'} and runs[0].data.metrics['accuracy'] > 0.9
     assert runs[0].info.status == 'FINISHED'
+
+def test_every_workflow_file_is_yaml():
+    "The repository's own workflows and every template's: GitHub rejects a file that does not parse, before any step runs."
+    files = sorted(ROOT.glob('.github/workflows/*.y*ml')) + sorted((ROOT/'mlnb'/'project_templates').glob('*/.github/workflows/*.y*ml'))
+    assert len(files) >= 2
+    for f in files:
+        wf = yaml.safe_load(f.read_text())
+        assert wf.get('jobs') and all(s.get('run') or s.get('uses') for j in wf['jobs'].values() for s in j['steps']), f
