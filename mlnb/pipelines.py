@@ -103,7 +103,8 @@ def _event_engine():
     class MlnbEngine(NBClientEngine):
         "papermill's nbclient engine, emitting `step.cell` events."
         @classmethod
-        def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
+        def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None, stderr_file=None,
+                                     start_timeout=60, execution_timeout=None, **kwargs):
             start, done = nb_man.cell_start, nb_man.cell_complete
             total = sum(c.cell_type == 'code' for c in nb_man.nb.cells)
             name = kwargs.pop('mlnb_step_name', '')
@@ -118,7 +119,18 @@ def _event_engine():
                          step=name, cell=cell_index, total=total)
                 return start(cell, cell_index, **kw)
             nb_man.cell_start = cell_start
-            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+            # papermill's own body, keeping the client: with a kernel from the pool (not its own) nbclient leaves the
+            # client's channels open, and a client collected with open channels warns in the caller's log
+            import logging
+            from papermill.clientwrap import PapermillNotebookClient
+            from papermill.utils import merge_kwargs, remove_args
+            safe = remove_args(['timeout', 'startup_timeout', 'input_path'], **kwargs)
+            client = PapermillNotebookClient(nb_man, **merge_kwargs(
+                safe, timeout=execution_timeout or kwargs.get('timeout'), startup_timeout=start_timeout, kernel_name=kernel_name,
+                log=logging.getLogger('papermill'), log_output=log_output, stdout_file=stdout_file, stderr_file=stderr_file))
+            try: return client.execute()
+            finally:
+                if getattr(client, 'kc', None) is not None: client.kc.stop_channels()
     if 'mlnb' not in papermill_engines._engines: papermill_engines.register('mlnb', MlnbEngine)
 
 def _runs_dir() -> Path:
