@@ -14,8 +14,8 @@ from .config import find_project, find_root, load_settings, setting
 
 # %% auto #0
 __all__ = ['StepError', 'StepResult', 'notebook_params', 'add_parameters', 'kernel_manager_class', 'step', 'read_params',
-           'set_params', 'PipelineError', 'pipeline_add', 'PipelineResult', 'KernelPool', 'reproduce', 'pipeline_graph',
-           'dag_svg', 'PipelineShow']
+           'set_params', 'PipelineError', 'pipeline_add', 'PipelineResult', 'KernelPool', 'reproduce', 'record_files',
+           'pipeline_graph', 'dag_svg', 'PipelineShow']
 
 # %% ../nbs/75_pipelines.ipynb #e0da314d
 setting("pipeline.kernel", "python3", "Jupyter kernel that runs pipeline steps (papermill's kernel_name)")
@@ -424,7 +424,9 @@ def reproduce(targets:list[str]|None=None, # Stages to reproduce (default: the w
     prj, repo = _repo(project)
     with contextlib.chdir(prj.root): return _reproduce(prj, repo, targets, set, force)  # stage names read from the root
 
-def _record_files(prj, stages) -> list[str]:
+def record_files(prj, # The project
+                 stages, # Its DVC stages (`repo.index.stages`)
+                ) -> list[str]:
     "What a run of the pipeline changes in git: dvc.yaml/dvc.lock, the params file, metrics and plots kept in git, and the .gitignore files DVC writes beside cached outputs."
     files = ['dvc.yaml', 'dvc.lock', prj.settings['pipeline.params_file']]
     for s in stages:
@@ -455,7 +457,7 @@ def _reproduce(prj, repo, targets, set, force):
     res = PipelineResult(ran, [s.addressing for s in stages if s.addressing not in ran], time.perf_counter() - t)
     if (ran or set) and prj.settings['pipeline.auto_commit']:
         from mlnb.project import git_commit
-        git_commit(prj.root, _record_files(prj, stages), f"mlnb run: {', '.join(ran) or 'no stage ran'}" + (f" with {', '.join(set)}" if set else ''))
+        git_commit(prj.root, record_files(prj, stages), f"mlnb run: {', '.join(ran) or 'no stage ran'}" + (f" with {', '.join(set)}" if set else ''))
     emit('pipeline.done', msg=str(res).splitlines()[0], ran=list(ran), skipped=res.skipped)
     return res
 

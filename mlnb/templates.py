@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 from .core import MlnbError, MlnbUsageError, atomic_write, emit, mlnb_requirement, verb
 from .config import Project
-from .project import git_commit, init
+from .project import STARTER_FILES, git_commit, init
 
 # %% auto #0
 __all__ = ['CLASSIFICATION_STAGES', 'SETUPS', 'TEMPLATE_SETTINGS', 'TemplateError', 'templates_dir', 'template_names',
@@ -100,7 +100,13 @@ def use_template(path:str|Path, # The project folder (made with `init` if it is 
                           "# Point it at a version, wheel or VCS URL your CI can reach: mlnb init --template NAME --requirement '...'\n" + pin + "\n")
         step(f"requirements.txt: {pin}")
     if name in SETUPS: SETUPS[name](prj, step)
-    git_commit(prj.root, ['.'], f"mlnb init --template {name}")
+    from mlnb.pipelines import _repo, record_files
+    _, repo = _repo(prj)
+    try: pipeline = record_files(prj, repo.index.stages)
+    finally: repo.close()
+    laid = ['mlnb.toml', '.gitignore', '.dvc', '.dvcignore', 'requirements.txt', 'data', *added, *pipeline,
+            *(prj.settings[n] for n in STARTER_FILES if n in prj.settings)]  # what init and the template wrote; nothing of the user's
+    git_commit(prj.root, laid, f"mlnb init --template {name}")
     emit('template.done', msg=f"template {name} laid in {prj.root}: `mlnb run` runs its pipeline", path=str(prj.root))
     return prj
 
