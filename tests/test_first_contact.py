@@ -52,6 +52,7 @@ def wheel(tmp_path_factory) -> Path:
 
 # --- the installed wheel, a template project, and its CI workflow -----------------------------------------------
 
+@pytest.mark.timeout(1800)  # three pipeline runs and a workflow: minutes, more on a busy machine
 def test_wheel_template_run_and_ci_workflow(wheel, tmp_path):
     env = make_venv(tmp_path/'venv')
     work = tmp_path/'work'; work.mkdir()  # not the checkout: the templates must come from the wheel
@@ -96,6 +97,7 @@ def test_wheel_template_run_and_ci_workflow(wheel, tmp_path):
 
 # --- the README, as written -------------------------------------------------------------------------------------
 
+@pytest.mark.timeout(2400)  # an install, quickstart twice and a notebook: minutes, more on a busy machine
 def test_readme_commands_and_notebook_as_written(tmp_path):
     blocks = readme_blocks('sh')
     assert [b.strip() for b in blocks[1:]] == ['bash scripts/test.sh']  # the test command is what runs this test
