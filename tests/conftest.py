@@ -29,3 +29,25 @@ def ip():
     shell.run_line_magic('load_ext', 'mlnb')
     yield shell
     shell.run_line_magic('unload_ext', 'mlnb')
+
+@pytest.fixture(scope='session')
+def tiny_bert():
+    """Builds a 2-layer BERT from a config and a word-level tokenizer trained here (nothing from a hub), both saved to a
+    folder, on `n` short texts whose label is in their words; returns `(texts, labels)`."""
+    def build(folder:Path, n:int=400, hidden:int=32):
+        import random, torch
+        from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+        from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+        random.seed(0)
+        pos, neg = 'good great fine nice lovely superb happy excellent'.split(), 'bad awful poor sad terrible ugly worse horrible'.split()
+        labels = [i % 2 for i in range(n)]
+        texts = [' '.join(random.choice((pos if lab else neg) + ['the', 'a', 'movie', 'was']) for _ in range(8)) for lab in labels]
+        tk = Tokenizer(models.WordLevel(unk_token='[UNK]')); tk.pre_tokenizer = pre_tokenizers.Whitespace()
+        tk.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=['[PAD]', '[UNK]', '[CLS]', '[SEP]']))
+        tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token='[UNK]', pad_token='[PAD]', cls_token='[CLS]', sep_token='[SEP]')
+        tok.save_pretrained(folder)
+        cfg = BertConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=2 * hidden, max_position_embeddings=64, num_labels=2)
+        torch.manual_seed(0); BertForSequenceClassification(cfg).save_pretrained(folder)
+        return texts, labels
+    return build

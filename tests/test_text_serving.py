@@ -12,34 +12,15 @@ try: import jsonschema
 except ImportError: jsonschema = None
 
 
-def tiny_bert(folder: Path):
-    "A 2-layer BERT from a config and a word-level tokenizer trained on the texts, both saved to `folder`; the texts and labels."
-    import random, torch
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
-    random.seed(0)
-    pos, neg = 'good great fine nice lovely'.split(), 'bad awful poor sad ugly'.split()
-    texts = [' '.join(random.choice((pos if i % 2 else neg) + ['the', 'movie', 'was']) for _ in range(6)) for i in range(24)]
-    labels = [i % 2 for i in range(24)]
-    tk = Tokenizer(models.WordLevel(unk_token='[UNK]')); tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tk.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=['[PAD]', '[UNK]', '[CLS]', '[SEP]']))
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token='[UNK]', pad_token='[PAD]', cls_token='[CLS]', sep_token='[SEP]')
-    tok.save_pretrained(folder)
-    cfg = BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-                     max_position_embeddings=32, num_labels=2)
-    torch.manual_seed(0); BertForSequenceClassification(cfg).save_pretrained(folder)
-    return texts, labels
-
-
 @pytest.fixture(scope='module')
-def env(tmp_path_factory):
+def env(tmp_path_factory, tiny_bert):
     import pandas as pd
     from mlnb.project import init
     from mlnb.registry import register, promote
     from mlnb.training import train
     tmp = tmp_path_factory.mktemp('text')
     prj = init(tmp/'p')
-    texts, labels = tiny_bert(tmp/'bert')
+    texts, labels = tiny_bert(tmp/'bert', n=24, hidden=16)
     r = train(str(tmp/'bert'), pd.DataFrame(dict(text=texts, label=labels)), epochs=1, batch_size=8, project=prj)
     assert r.model_uri
     register(r.model_uri, 'sentiment', project=prj); promote('sentiment', 1, gate=False, project=prj)

@@ -114,27 +114,7 @@ def test_logged_torch_model_loads_with_pyfunc_in_another_process(prj, tmp_path):
         assert np.allclose(g['all'], ref, atol=1e-4) and np.allclose(g['df'], ref[:5], atol=1e-4)  # eval mode: no dropout
         assert (ref.argmax(1) == digits()[1]).mean() > 0.8
 
-def tiny_bert(folder: Path):
-    "A 2-layer BERT from a config, with a tokenizer trained here by `tokenizers`, both saved to `folder`."
-    import random
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
-    random.seed(0)
-    pos, neg = 'good great fine nice lovely superb happy excellent'.split(), 'bad awful poor sad terrible ugly worse horrible'.split()
-    texts, labels = [], []
-    for i in range(400):
-        lab = i % 2
-        texts.append(' '.join(random.choice((pos if lab else neg) + ['the', 'a', 'movie', 'was']) for _ in range(8))); labels.append(lab)
-    tk = Tokenizer(models.WordLevel(unk_token='[UNK]')); tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tk.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=['[PAD]', '[UNK]', '[CLS]', '[SEP]']))
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token='[UNK]', pad_token='[PAD]', cls_token='[CLS]', sep_token='[SEP]')
-    tok.save_pretrained(folder)
-    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                     max_position_embeddings=64, num_labels=2)
-    torch.manual_seed(0); BertForSequenceClassification(cfg).save_pretrained(folder)
-    return texts, labels
-
-def test_tiny_transformer_from_local_folder_trains_and_loss_falls(prj, tmp_path):
+def test_tiny_transformer_from_local_folder_trains_and_loss_falls(prj, tmp_path, tiny_bert):
     import pandas as pd
     from transformers import PreTrainedTokenizerFast
     texts, labels = tiny_bert(tmp_path/'bert')
