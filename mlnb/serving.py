@@ -140,12 +140,8 @@ def instance_type(slot:ModelSlot, # The loaded model
     from pydantic import ConfigDict, create_model
     s = slot.schema
     if s is None: return Any
-    if s.is_tensor_spec():
-        spec = s.inputs[0]
-        t = _strict(_np_tname(spec.type))
-        for _ in range(max(1, len(spec.shape) - 1)): t = list[t]
-        return t
-    mname = f"{slot.name.replace('-', '_').replace('.', '_')}Instance"
+    if s.is_tensor_spec(): return _nested(_strict, s.inputs[0], at_least=1)
+    mname = f"{_model_name(slot)}Instance"
     if not s.has_input_names():  # unnamed columns: one is an object with a `text` (or `value`) field; several, a list by position
         if len(s.inputs) == 1: return create_model(mname, __config__=ConfigDict(extra='forbid'), **{scalar_field(slot): (_strict(_tname(s.inputs[0])), ...)})
         return tuple[tuple(_strict(_tname(c)) for c in s.inputs)]
@@ -154,6 +150,14 @@ def instance_type(slot:ModelSlot, # The loaded model
         t = _strict(_tname(c))
         fields[c.name] = (t | None, None) if not c.required else (t, ...)
     return create_model(mname, __config__=ConfigDict(extra='forbid'), **fields)
+
+def _nested(leaf, spec, at_least:int=0):
+    "The type of one row of tensor `spec`: `leaf` of its dtype, in one list per dimension after the batch's (at least `at_least`)."
+    t = leaf(_np_tname(spec.type))
+    for _ in range(max(at_least, len(spec.shape) - 1)): t = list[t]
+    return t
+
+def _model_name(slot:ModelSlot) -> str: return slot.name.replace('-', '_').replace('.', '_')  # a Python identifier, for pydantic models
 
 def _plain(tname:str):
     "The JSON type of an output value of MLflow type `tname` (floats may be null: a NaN is sent as null)."
@@ -167,14 +171,10 @@ def output_type(slot:ModelSlot, # The loaded model
     sig = slot.model.metadata.signature
     o = sig.outputs if sig is not None else None
     if o is None: return Any
-    if o.is_tensor_spec():
-        spec = o.inputs[0]
-        t = _plain(_np_tname(spec.type))
-        for _ in range(max(0, len(spec.shape) - 1)): t = list[t]
-        return t
+    if o.is_tensor_spec(): return _nested(_plain, o.inputs[0])
     if len(o.inputs) == 1: return _plain(_tname(o.inputs[0]))
     if not o.has_input_names(): return list
-    return create_model(f"{slot.name.replace('-', '_').replace('.', '_')}Output", **{c.name: (_plain(_tname(c)), ...) for c in o.inputs})
+    return create_model(f"{_model_name(slot)}Output", **{c.name: (_plain(_tname(c)), ...) for c in o.inputs})
 
 def to_model_input(slot:ModelSlot, # The loaded model
                    rows:list, # Validated instances

@@ -78,7 +78,7 @@ def _classification(prj:Project, step):
 
 SETUPS = {'classification': _classification}
 TEMPLATE_SETTINGS = {  # what a template's new mlnb.toml sets besides `tracking.experiment` (the project's name)
-    'classification': {'registry.holdout': 'data/prepared/holdout.csv', 'registry.target': 'target'},
+    'classification': {'registry.holdout': 'data/prepared/holdout.csv'},  # its label column is `registry.target`'s default
 }
 
 def use_template(path:str|Path, # The project folder (made with `init` if it is not a project yet)
