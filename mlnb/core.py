@@ -6,7 +6,7 @@ Docs: https://mlnb.github.io/mlnb/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #b3828041
 from __future__ import annotations
-import argparse, difflib, fnmatch, importlib, io, os, pkgutil, shlex, sys, tempfile, threading, time
+import argparse, ast, difflib, fnmatch, importlib, inspect, io, os, pkgutil, shlex, sys, tempfile, threading, time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +15,8 @@ from typing import Any, Callable
 # %% auto #0
 __all__ = ['events', 'VERBS', 'MlnbError', 'MlnbUsageError', 'ProjectError', 'ConfigError', 'MissingDependency', 'HelpShown',
            'need', 'mlnb_requirement', 'Event', 'EventBus', 'emit', 'TextRenderer', 'atomic_write', 'html_table',
-           'ArgParser', 'VerbContext', 'Verb', 'verb', 'load_verbs', 'verbs_help', 'parse_verb', 'run_verb',
-           'check_cell']
+           'ArgParser', 'VerbContext', 'Verb', 'verb', 'Option', 'options', 'load_verbs', 'verbs_help', 'parse_verb',
+           'run_verb', 'check_cell']
 
 # %% ../nbs/00_core.ipynb #7c1dc348
 class MlnbError(Exception):
@@ -215,33 +215,196 @@ class VerbContext:
 
 @dataclass
 class Verb:
-    "One verb of the magic and the CLI."
+    "One verb of the magic and the CLI: its options come from `fn`'s signature (or each `sub` function's), with `opts` overriding what the face does differently."
     name: str  # What the user types after `%mlnb` / `mlnb`
-    run: Callable  # (args: argparse.Namespace, ctx: VerbContext) -> result
     help: str  # One line for `mlnb help`
-    add_args: Callable|None = None  # `add_args(parser)` adds the verb's options
+    fn: Callable|None = None  # The plain function the verb calls; its parameters are the options
+    sub: dict|None = None  # Or subcommands: `{'add': add, 'status': status}`, each a plain function
+    opts: dict|None = None  # Overrides by parameter (`'sub.param'` for one subcommand): `flags`, `metavar`, `positional`, `skip`, `kind`; `extra=True` adds an option the face alone has
+    call: Callable|None = None  # `call(fn, kw, ctx)` where the face does more than `fn(**kw)` (a cell body, a script to launch)
     cell: bool = False  # does it take the body of a `%%mlnb` cell?
     view: str|None = None  # "module:callable" building its live notebook view (see `mlnb.widgets`)
-    passthrough: bool = False  # words after `--` go unparsed to `args.passthrough` (commands to run)
+    passthrough: str|None = None  # the parameter that gets the words after `--`, unparsed (a command to run)
+    def options(self, sub:str|None=None) -> list[Option]:
+        "The options of the verb (or of its subcommand `sub`)."
+        o = {k: v for k, v in (self.opts or {}).items() if '.' not in k}
+        if sub: o.update({k.split('.', 1)[1]: v for k, v in (self.opts or {}).items() if k.startswith(sub + '.')})
+        if self.passthrough: o[self.passthrough] = dict(skip=True)
+        return options(self.sub[sub] if sub else self.fn, o)
     def parser(self, prog:str="mlnb") -> ArgParser:
+        "The argument parser of `prog VERB`."
         p = ArgParser(prog=f"{prog} {self.name}", description=self.help)
-        if self.add_args: self.add_args(p)
+        def add(parser, opts):
+            for o in opts: parser.add_argument(*o.flags, **o.kw)
+        if self.sub:
+            sp = p.add_subparsers(dest='sub', required=True, metavar='{' + ','.join(self.sub) + '}')
+            for name, f in self.sub.items():
+                doc = (inspect.getdoc(f) or '').split('\n')[0]
+                add(sp.add_parser(name, help=doc, description=doc), self.options(name))
+        else: add(p, self.options())
         return p
+    def run(self, args:argparse.Namespace, # What `parser` parsed
+            ctx:VerbContext, # Where it runs
+           ):
+        "Call the verb's function with the parsed options, notebook names resolved."
+        sub = getattr(args, 'sub', None) if self.sub else None
+        fn = self.sub[sub] if sub else self.fn
+        kw = {o.name: o.value(getattr(args, o.name), ctx) for o in self.options(sub) if hasattr(args, o.name)}
+        if self.passthrough: kw[self.passthrough] = getattr(args, 'passthrough', [])
+        return self.call(fn, kw, ctx) if self.call else fn(**kw)
 
 VERBS: dict[str, Verb] = {}
 
+class _LegacyVerb(Verb):
+    def parser(self, prog="mlnb"):
+        p = ArgParser(prog=f"{prog} {self.name}", description=self.help)
+        if self.fn: self.fn(p)
+        return p
+    def run(self, args, ctx):
+        if self.passthrough: args.passthrough = getattr(args, 'passthrough', [])
+        return self._run(args, ctx)
+
+def _legacy(name, help, args, cell, view, passthrough):
+    def deco(f):
+        v = _LegacyVerb(name, help, args, None, None, None, cell, view, passthrough and 'passthrough')
+        v._run = f; VERBS[name] = v
+        return f
+    return deco
+
 def verb(name:str, # What the user types: `%mlnb NAME ...`, `mlnb NAME ...`
          help:str, # One line for `mlnb help`
-         args:Callable|None=None, # `args(parser)` adds the verb's options
+         fn:Callable|None=None, # The plain function it calls: its signature, defaults and docments are the options and their help
+         sub:dict|None=None, # Or subcommands, `{'add': add, ...}`: each a plain function with its own options
+         opts:dict|None=None, # Where the face differs from the signature: `{'param': dict(flags=[...], metavar=..., positional=..., skip=..., kind=...)}`
+         call:Callable|None=None, # `call(fn, kw, ctx)` instead of `fn(**kw)`, where the face does more (a cell body, a script to launch)
          cell:bool=False, # Does it take the body of a `%%mlnb` cell (`ctx.cell`)?
          view:str|None=None, # `"module:callable"`: `callable(args, ctx)` returns its live `LiveView` in a notebook
-         passthrough:bool=False, # Pass the words after `--` unparsed as `args.passthrough` (a command to run)
-        ):
-    "Decorator: register `fn(args, ctx)` as the verb `name`."
-    def deco(fn):
-        VERBS[name] = Verb(name, fn, help, args, cell, view, passthrough)
-        return fn
-    return deco
+         passthrough:str|None=None, # The parameter that gets the words after `--`, unparsed (a command to run)
+        ) -> Verb:
+    "Register the verb `name`, which calls `fn` (or one of `sub`) with the options parsed from its signature."
+    if sub is None and (fn is None or list(inspect.signature(fn).parameters) == ['p']):
+        return _legacy(name, help, fn, cell, view, passthrough)  # TRANSITION: removed once every verb is declared by its function
+    if (fn is None) == (sub is None): raise TypeError("verb() takes one of fn= or sub=")
+    VERBS[name] = v = Verb(name, help, fn, sub, opts, call, cell, view, passthrough)
+    return v
+
+# %% ../nbs/00_core.ipynb #04b81dd3
+_SIMPLE = {'int': int, 'float': float, 'str': str, 'Path': str, 'bool': bool}
+
+def _anno_parts(anno) -> list[str]:
+    "The alternatives of an annotation (a string under `from __future__ import annotations`), without `None`."
+    if anno is inspect.Parameter.empty: return []
+    s = anno if isinstance(anno, str) else getattr(anno, '__name__', str(anno))
+    parts, depth, cur = [], 0, ''
+    for ch in s:
+        depth += ch in '[(' ; depth -= ch in '])'
+        if ch == '|' and not depth: parts.append(cur.strip()); cur = ''
+        else: cur += ch
+    parts.append(cur.strip())
+    return [p.replace('typing.', '') for p in parts if p and p not in ('None', 'NoneType')]
+
+def _scalar(v:str):
+    "A number for a number-looking word, else the word."
+    for t in (int, float):
+        try: return t(v)
+        except ValueError: pass
+    return v
+
+@dataclass
+class Option:
+    "One option of a verb, derived from a parameter of its function: how to parse it, and how to turn the word into the value."
+    name: str  # The parameter's name
+    flags: list  # `['--batch-size']`, or `['model']` for a positional
+    kw: dict  # Keywords for `add_argument`
+    kind: str = 'str'  # 'str', 'int', 'float', 'num' (number or word), 'bool', 'list', 'dict', 'obj' (a notebook object), 'any' (object, number or word)
+    item: str = 'str'  # The kind of each item of a list
+    def value(self, v, ctx:VerbContext):
+        "The value for the function, from what argparse parsed."
+        if v is None or isinstance(v, bool): return v
+        if self.kind == 'list':
+            words = [w for x in (v if isinstance(v, list) else [v]) for w in (x.split(',') if isinstance(x, str) and not self.flags[0][0].isalpha() else [x])]
+            return [_scalar(w) if self.item in ('int', 'float', 'num') else w for w in words if w != '']
+        if self.kind == 'dict':
+            out = {}
+            for kv in v:
+                if '=' not in kv: raise MlnbUsageError(f"{self.flags[0]} takes KEY=VALUE, got '{kv}'", hint=f"e.g. {self.flags[0]} lr=0.01")
+                k, val = kv.split('=', 1)
+                import yaml
+                out[k.strip()] = yaml.safe_load(val) if val else ''
+            return out
+        if self.kind == 'obj': return ctx.resolve(v, required=True, what=self.name.replace('_', ' '))
+        if self.kind == 'any':
+            got = ctx.resolve(v)
+            return _scalar(v) if got is v else got
+        return v
+
+def _kind(p:inspect.Parameter) -> tuple[str, str, list|None]:
+    "The kind of a parameter (see `Option.kind`), the kind of its items, and its choices."
+    parts = _anno_parts(p.annotation)
+    if not parts:  # unannotated: judged by its default
+        d = p.default
+        if isinstance(d, bool): return 'bool', '', None
+        if isinstance(d, (int, float)): return 'num', '', None
+        return ('str' if isinstance(d, str) else 'any'), '', None
+    lits = [q for q in parts if q.startswith('Literal[')]
+    if lits and len(lits) == len(parts): return 'str', '', list(ast.literal_eval('[' + lits[0][8:-1] + ']'))
+    if all(q == 'bool' for q in parts): return 'bool', '', None
+    seq = [q for q in parts if q.split('[')[0] in ('list', 'tuple', 'Sequence', 'Iterable')]
+    if seq:
+        inner = _anno_parts(seq[0][seq[0].index('[')+1:-1].split(',')[0]) if '[' in seq[0] else []
+        return 'list', ('num' if inner and set(inner) <= {'int', 'float'} else 'str'), None
+    if any(q.split('[')[0] in ('dict', 'Mapping') for q in parts) and all(q.split('[')[0] in ('dict', 'Mapping', 'str') for q in parts): return 'dict', '', None
+    simple = [q for q in parts if q in _SIMPLE]
+    if len(simple) == len(parts):
+        if set(parts) == {'int'}: return 'int', '', None
+        if set(parts) <= {'int', 'float'}: return ('float' if parts == ['float'] else 'num'), '', None
+        if 'str' in parts or 'Path' in parts: return ('str' if set(parts) <= {'str', 'Path'} else 'any'), '', None
+        return 'any', '', None
+    return ('any' if 'str' in parts or 'Path' in parts or 'float' in parts or 'int' in parts else 'obj'), '', None
+
+def options(fn:Callable, # The function whose parameters are the options
+            opts:dict|None=None, # Per-parameter overrides: `{'name': dict(flags=[...], metavar=..., positional=True, skip=True, nargs=..., kind=...)}`
+           ) -> list[Option]:
+    "A verb's options from `fn`'s signature, annotations, defaults and docments; required parameters are positional."
+    from fastcore.docments import docments
+    try: docs = docments(fn)
+    except (OSError, TypeError, SyntaxError): docs = {}  # no source (a lambda, a function typed at a prompt): no help
+    opts, out = opts or {}, []
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name.startswith('_'): continue
+        o = dict(opts.get(p.name, {}))
+        if o.pop('skip', False): continue
+        kind, item, choices = _kind(p)
+        kind, item = o.pop('kind', kind), o.pop('item', item)
+        required = p.default is inspect.Parameter.empty
+        positional = o.pop('positional', required and p.kind != p.KEYWORD_ONLY or required and 'flags' not in o)
+        flags = o.pop('flags', None) or ([p.name] if positional else ['--' + p.name.replace('_', '-')])
+        doc = (docs.get(p.name) or '').replace('%', '%%')
+        default = None if required else p.default
+        kw = dict(help=doc) if doc else {}
+        if choices: kw['choices'] = choices
+        if positional:
+            if kind == 'list': kw['nargs'] = '+' if required else '*'
+            elif not required: kw['nargs'] = '?'
+        elif kind == 'list': kw['nargs'] = '+'
+        if kind == 'bool' and not positional:
+            kw['action'] = 'store_true' if default is False else argparse.BooleanOptionalAction
+        elif kind == 'dict': kw.update(action='append', metavar='KEY=VALUE')
+        elif kind in ('int', 'float'): kw['type'] = int if kind == 'int' else float
+        if not positional and required: kw['required'] = True
+        if not positional or not required:
+            kw['default'] = default
+            if default not in (None, False, True, '', ()) and kind != 'bool' and 'help' in kw: kw['help'] += f" (default: {default})"
+        if not positional: kw['dest'] = p.name
+        if kind in ('obj',) and 'metavar' not in o: kw['metavar'] = 'VAR'
+        kw.update(o)
+        out.append(Option(p.name, flags, kw, kind, item))
+    for name, o in opts.items():  # options the face adds (not parameters of `fn`)
+        if o.get('extra'):
+            o = {k: v for k, v in o.items() if k != 'extra'}
+            kind = o.pop('kind', 'str')
+            out.append(Option(name, o.pop('flags', ['--' + name.replace('_', '-')]), dict(dest=name, **o), kind))
+    return out
 
 # %% ../nbs/00_core.ipynb #95039b81
 _FACES = {'core', 'cli', 'magics', 'widgets'}
