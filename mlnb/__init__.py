@@ -14,7 +14,7 @@ _API = {
     'step': 'pipelines', 'reproduce': 'pipelines', 'pipeline_add': 'pipelines',
     'train': 'training', 'evaluate': 'training',
     'tune': 'tuning', 'TuneResult': 'tuning',
-    'predict_file': 'scoring', 'quantize_model': 'scoring', 'quantize_report': 'scoring',
+    'predict_file': 'scoring', 'quantize_model': 'quantize', 'quantize_report': 'scoring',
 }
 
 def __getattr__(name):

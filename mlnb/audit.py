@@ -14,7 +14,8 @@ from .core import MlnbError, MlnbUsageError, atomic_write, emit, html_table, ver
 from .config import Project, find_project, setting
 
 # %% auto #0
-__all__ = ['GENESIS', 'entry_hash', 'AuditError', 'AuditReport', 'AuditLog', 'audit_log', 'record', 'AuditEntries']
+__all__ = ['GENESIS', 'entry_hash', 'AuditError', 'AuditReport', 'AuditLog', 'audit_log', 'record', 'AuditEntries',
+           'audit_verify', 'audit_show']
 
 # %% ../nbs/05_audit.ipynb #a617c359
 setting("audit.path", ".mlnb/audit.jsonl", "The append-only audit log of registry and retraining decisions")
@@ -174,19 +175,20 @@ class AuditEntries(list):
 _META = ('seq', 'time', 'user', 'action', 'prev', 'hash')
 
 # %% ../nbs/05_audit.ipynb #63f0672b
-def _audit_args(p):
-    sub = p.add_subparsers(dest="sub", required=True)
-    sub.add_parser("verify", help="check the hash chain of the audit log")
-    s = sub.add_parser("show", help="list audit entries")
-    s.add_argument("--model", help="only entries about this registered model")
-    s.add_argument("--last", type=int, default=20, help="how many of the latest entries (default 20)")
+def audit_verify(project:str|Path|None=None, # The project (default: the one at or above the current folder)
+                ) -> AuditReport:
+    "Check the hash chain of the audit log; an `AuditError` when an entry was edited, removed or reordered."
+    rep = audit_log(project).verify()
+    if not rep.ok: raise AuditError(repr(rep).replace('\n', '; '), hint="restore the log from a backup; an edited or removed entry cannot be repaired")
+    return rep
 
-@verb("audit", "the append-only audit log: `audit verify` checks its hash chain, `audit show` lists entries", _audit_args)
-def _audit_verb(args, ctx):
-    log = audit_log()
-    if args.sub == 'verify':
-        rep = log.verify()
-        if not rep.ok: raise AuditError(repr(rep).replace('\n', '; '), hint="restore the log from a backup; an edited or removed entry cannot be repaired")
-        return rep
-    es = [e for e in log.entries() if args.model is None or e.get('model') == args.model]
-    return AuditEntries(es[-args.last:] if args.last > 0 else es)
+def audit_show(model:str|None=None, # Only entries about this registered model
+               last:int=20, # How many of the latest entries (0: all)
+               project:str|Path|None=None, # The project (default: the one at or above the current folder)
+              ) -> AuditEntries:
+    "List the audit log's entries, newest last."
+    es = [e for e in audit_log(project).entries() if model is None or e.get('model') == model]
+    return AuditEntries(es[-last:] if last > 0 else es)
+
+verb("audit", "the append-only audit log: `audit verify` checks its hash chain, `audit show` lists entries",
+     sub=dict(verify=audit_verify, show=audit_show))

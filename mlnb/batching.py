@@ -211,8 +211,8 @@ def served_performance(name:str, # The served model
                       ):
     "Live performance per version: predictions, labelled predictions, and `metric` on the labelled ones."
     pd = need('pandas')
-    from mlnb.registry import _metric_fn
-    fn = _metric_fn(metric)
+    from mlnb.registry import metric_fn
+    fn = metric_fn(metric)
     df = served_log(name, project=project, shadow=shadow)
     if df.empty: return pd.DataFrame(columns=['version', 'predictions', 'labelled', metric])
     keys = ['version'] + (['period'] if freq else [])

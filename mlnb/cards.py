@@ -238,10 +238,11 @@ def render(context:dict, # From `gather`
 
 def card(run_or_version, # A run id or `Run`, a `ModelVersion`, 'name/version', 'models:/name/version' or 'name@alias'
          *,
-         intended_use:str|None=None, # Default: setting `card.intended_use`
-         limitations:str|None=None, # Default: setting `card.limitations`
+         intended_use:str|None=None, # What the model is for (default: setting `card.intended_use`)
+         limitations:str|None=None, # Its known limitations (default: setting `card.limitations`)
          template:str|None=None, # Jinja template text (default: the project's, else the built-in one)
          log:bool=True, # Log card.md/card.html to the run and tag the registered versions with them
+         out:str|Path|None=None, # Also write the card to this file: HTML for `.html`, else Markdown
          project=None, # The project (default: the one at the current folder)
         ) -> ModelCard:
     "The model card of a run or a registered model version, from what the run recorded."
@@ -256,7 +257,9 @@ def card(run_or_version, # A run id or `Run`, a `ModelVersion`, 'name/version', 
         for v in ctx['registry']:
             client.set_model_version_tag(v['name'], str(v['version']), 'mlnb.card', f"runs:/{rid}/card/card.md")
     emit('card.done', msg=f"model card of {ctx['title']}", run=ctx['run']['id'])
-    return ModelCard(md, html, ctx)
+    c = ModelCard(md, html, ctx)
+    if out: c.save(out)
+    return c
 
 # %% ../nbs/52_cards.ipynb #78eedc8b
 setting("card.on_promote", True, "Regenerate a version's model card when the registry promotes it")
@@ -275,15 +278,4 @@ _events.off(_on_promote)
 _events.on('registry.promote', _on_promote)
 
 # %% ../nbs/52_cards.ipynb #8fe9f9c5
-def _card_args(p):
-    p.add_argument("target", help="a run id, name/version, models:/name/version or name@alias")
-    p.add_argument("--out", help="also write the card to this file (.md or .html)")
-    p.add_argument("--intended-use", help="intended use (default: setting card.intended_use)")
-    p.add_argument("--limitations", help="limitations (default: setting card.limitations)")
-    p.add_argument("--no-log", action="store_true", help="do not log the card to the run and the registry")
-
-@verb("card", "the model card of a run or a model version, from its record (logged to the run and the version)", _card_args)
-def _card_verb(args, ctx):
-    c = card(ctx.resolve(args.target), intended_use=args.intended_use, limitations=args.limitations, log=not args.no_log)
-    if args.out: c.save(args.out)
-    return c
+verb("card", "the model card of a run or a model version, from its record (logged to the run and the version)", fn=card)

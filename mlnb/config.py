@@ -14,7 +14,7 @@ from .core import ConfigError, ProjectError, verb, load_verbs
 
 # %% auto #0
 __all__ = ['SETTINGS', 'PROJECT_FILE', 'Setting', 'setting', 'Value', 'Settings', 'read_toml', 'load_settings', 'find_root',
-           'Project', 'find_project', 'settings']
+           'Project', 'find_project', 'settings', 'config']
 
 # %% ../nbs/01_config.ipynb #c9d8aad2
 @dataclass(frozen=True)
@@ -223,11 +223,12 @@ def settings(start:str|Path|None=None, # Where to look for the project (default:
     root = find_root(start)
     return load_settings(root)
 
-def _config_args(p):
-    p.add_argument("name", nargs="?", help="show only this setting (e.g. tracking.uri)")
+def config(name:str|None=None, # Show only this setting's value (e.g. `tracking.uri`)
+           start:str|Path|None=None, # Where to look for the project (default: the current directory)
+          ):
+    "Every effective setting and where it comes from (default, `mlnb.toml`, `MLNB_…` environment), or the value of setting `name`."
+    st = settings(start)
+    return st[name] if name else st
 
-@verb("config", "show every effective setting and where it comes from (default, mlnb.toml, MLNB_… env)", _config_args)
-def _config_verb(args, ctx):
-    st = settings()
-    if args.name: return st[args.name]
-    return st
+verb("config", "show every effective setting and where it comes from (default, mlnb.toml, MLNB_… env)", fn=config,
+     opts=dict(name=dict(positional=True)))

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 # %% auto #0
-__all__ = ['events', 'VERBS', 'MlnbError', 'MlnbUsageError', 'ProjectError', 'ConfigError', 'MissingDependency', 'HelpShown',
-           'need', 'mlnb_requirement', 'Event', 'EventBus', 'emit', 'TextRenderer', 'atomic_write', 'html_table',
-           'ArgParser', 'VerbContext', 'Verb', 'verb', 'Option', 'options', 'load_verbs', 'verbs_help', 'parse_verb',
-           'run_verb', 'check_cell']
+__all__ = ['events', 'VERBS', 'RESOLVERS', 'MlnbError', 'MlnbUsageError', 'ProjectError', 'ConfigError', 'MissingDependency',
+           'HelpShown', 'need', 'mlnb_requirement', 'Event', 'EventBus', 'emit', 'TextRenderer', 'atomic_write',
+           'html_table', 'ArgParser', 'VerbContext', 'Verb', 'verb', 'Option', 'options', 'load_verbs', 'verbs_help',
+           'parse_verb', 'run_verb', 'check_cell', 'Resolver', 'resolver', 'resolve']
 
 # %% ../nbs/00_core.ipynb #7c1dc348
 class MlnbError(Exception):
@@ -118,6 +118,12 @@ class EventBus:
                 self.off(fn)
                 print(f"mlnb: dropped a failing event subscriber {fn!r}: {e!r}", file=sys.stderr)
         return ev
+    def keep(self, pred:Callable[[Callable],bool]) -> list:
+        "Keep only the subscribers `fn` with `pred(fn)` true (a forked worker drops the parent's views); returns the dropped ones."
+        with self._lock:
+            dropped = [f for _, f in self._subs if not pred(f)]
+            self._subs = [(p, f) for p, f in self._subs if pred(f)]
+        return dropped
     @contextmanager
     def listening(self, pattern:str, fn:Callable[[Event],Any]):
         "Subscribe `fn` for the duration of a `with` block."
@@ -255,22 +261,6 @@ class Verb:
 
 VERBS: dict[str, Verb] = {}
 
-class _LegacyVerb(Verb):
-    def parser(self, prog="mlnb"):
-        p = ArgParser(prog=f"{prog} {self.name}", description=self.help)
-        if self.fn: self.fn(p)
-        return p
-    def run(self, args, ctx):
-        if self.passthrough: args.passthrough = getattr(args, 'passthrough', [])
-        return self._run(args, ctx)
-
-def _legacy(name, help, args, cell, view, passthrough):
-    def deco(f):
-        v = _LegacyVerb(name, help, args, None, None, None, cell, view, passthrough and 'passthrough')
-        v._run = f; VERBS[name] = v
-        return f
-    return deco
-
 def verb(name:str, # What the user types: `%mlnb NAME ...`, `mlnb NAME ...`
          help:str, # One line for `mlnb help`
          fn:Callable|None=None, # The plain function it calls: its signature, defaults and docments are the options and their help
@@ -282,8 +272,6 @@ def verb(name:str, # What the user types: `%mlnb NAME ...`, `mlnb NAME ...`
          passthrough:str|None=None, # The parameter that gets the words after `--`, unparsed (a command to run)
         ) -> Verb:
     "Register the verb `name`, which calls `fn` (or one of `sub`) with the options parsed from its signature."
-    if sub is None and (fn is None or list(inspect.signature(fn).parameters) == ['p']):
-        return _legacy(name, help, fn, cell, view, passthrough)  # TRANSITION: removed once every verb is declared by its function
     if (fn is None) == (sub is None): raise TypeError("verb() takes one of fn= or sub=")
     VERBS[name] = v = Verb(name, help, fn, sub, opts, call, cell, view, passthrough)
     return v
@@ -464,3 +452,36 @@ def check_cell(v:Verb, # The verb about to run
     "A `%%mlnb` cell body given to a verb that takes none is a usage error, not silently dropped code."
     if ctx.cell is not None and not v.cell:
         raise MlnbUsageError(f"`%%mlnb {v.name}` takes no cell body", hint=f"use the line magic `%mlnb {v.name} ...` (one %)")
+
+# %% ../nbs/00_core.ipynb #a6828172
+@dataclass
+class Resolver:
+    "A handler that turns a string reference of one `form` into a `kind` of thing, registered by the feature that knows the form."
+    kind: str  # What it gives: `'table'`, `'profile'`, ...
+    form: str  # The form it takes, as errors name it: `PATH@REV`, `served:NAME`
+    match: Callable  # `match(ref) -> bool`: does it take this reference?
+    fn: Callable  # `fn(ref, **kw)`: the thing
+
+RESOLVERS: list[Resolver] = []
+
+def resolver(kind:str, # What the handler gives: `'table'`, `'profile'`, ...
+             form:str, # The form of reference it takes, as errors should name it (`PATH@REV`)
+             match:Callable, # `match(ref) -> bool`: does it take this reference? (the first registered that does wins)
+            ):
+    "Decorator: register `fn(ref, **kw)` as the handler of `form` references to a `kind`."
+    def deco(fn):
+        RESOLVERS.append(Resolver(kind, form, match, fn)); return fn
+    return deco
+
+def resolve(kind:str, # What is wanted: `'table'`, `'profile'`, ...
+            ref:str, # The reference, e.g. `data/train.csv@v1`
+            **kw, # Passed on to the handler (`root=`, ...)
+           ):
+    "The `kind` that `ref` names, from the first registered handler that takes it; one error naming every accepted form."
+    for attempt in (0, 1):
+        for r in RESOLVERS:
+            if r.kind == kind and r.match(ref): return r.fn(ref, **kw)
+        if not attempt: load_verbs()  # feature modules register their handlers when imported
+    forms = [r.form for r in RESOLVERS if r.kind == kind]
+    raise MlnbUsageError(f"cannot read {ref!r} as a {kind}",
+                         hint=f"give {' or '.join(forms)}" if forms else f"nothing in mlnb reads a {kind} from a reference")

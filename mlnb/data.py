@@ -12,12 +12,13 @@ from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Any
 import mlnb  # annotations say `mlnb.quality.Profile`: that module is imported on first use
-from .core import MlnbError, atomic_write, emit, html_table, need, verb
+from .core import MlnbError, atomic_write, emit, html_table, need, resolver, verb
 from .config import Project, find_project, setting
 
 # %% auto #0
 __all__ = ['TABLE_KINDS', 'DataError', 'parse_spec', 'table_kind', 'read_table', 'profile_of', 'AddResult', 'add', 'DataStatus',
-           'status', 'Version', 'DataLog', 'log', 'load', 'CheckoutResult', 'checkout', 'DataDiff', 'diff']
+           'status', 'Version', 'DataLog', 'log', 'load', 'CheckoutResult', 'checkout', 'DataDiff', 'diff',
+           'quality_gate']
 
 # %% ../nbs/20_data.ipynb #70729b0c
 class DataError(MlnbError):
@@ -170,6 +171,7 @@ def _store_profile(prj:Project, md5:str, prof:mlnb.quality.Profile):
     d = prj.dir/'profiles'; d.mkdir(parents=True, exist_ok=True)
     atomic_write(_profile_path(prj, md5), prof.to_json())
 
+@resolver('profile', 'PATH or PATH@REV (a table in the project)', lambda ref: isinstance(ref, str))
 def profile_of(spec:str, # `PATH` or `PATH@REV` of a table
                root:str|Path|None=None, # The project (default: the one at the current folder)
               ) -> mlnb.quality.Profile:
@@ -733,41 +735,24 @@ def _manifest(prj:Project, rel:str, md5:str|None, rev:str|None) -> dict[str, str
     return {f.relative_to(folder).as_posix(): _md5_file(f) for f in sorted(folder.rglob('*')) if f.is_file()} if folder.is_dir() else {}
 
 # %% ../nbs/20_data.ipynb #2771da49
-def _data_args(p):
-    sub = p.add_subparsers(dest="sub", required=True, metavar="{add,status,log,checkout,diff,profile,check}")
-    a = sub.add_parser("add", help="dvc add PATH, push it, commit its .dvc file (and tag it)")
-    a.add_argument("path", help="a file or folder in the project")
-    a.add_argument("--tag", "-t", help="tag the commit, e.g. v1")
-    a.add_argument("-m", "--message", help="the commit message")
-    a.add_argument("--no-commit", action="store_true", help="stage the .dvc file only")
-    a.add_argument("--no-push", action="store_true", help="do not push to the remote")
-    sub.add_parser("status", help="tracked paths: does the data match its .dvc file, is that file committed")
-    l = sub.add_parser("log", help="the versions of PATH: rev, tag, date, size, hash")
-    l.add_argument("path")
-    c = sub.add_parser("checkout", help="restore PATH@TAG|REV (refuses to clobber unsaved changes)")
-    c.add_argument("spec", metavar="PATH@REV")
-    c.add_argument("--force", action="store_true", help="discard unsaved changes to the data")
-    d = sub.add_parser("diff", help="what changed between PATH@A and PATH@B")
-    d.add_argument("a", metavar="PATH@A"); d.add_argument("b", metavar="PATH@B")
-    pr = sub.add_parser("profile", help="the profile of a table version")
-    pr.add_argument("spec", metavar="PATH[@REV]")
-    ck = sub.add_parser("check", help="run the quality gate on a table against a version's profile or a rules file (JSON)")
-    ck.add_argument("spec", metavar="PATH[@REV]")
-    ck.add_argument("--against", required=True, metavar="PATH@REV|RULES.json")
-    ck.add_argument("--label", help="the label column (for the imbalance check)")
+def quality_gate(spec:str, # The table to check: `PATH` (the workspace) or `PATH@REV`
+                 *,
+                 against:str|dict|mlnb.quality.Profile, # The reference: a table version `PATH@REV` (its stored profile), a rules file `RULES.json`, a rules dict or a `Profile`
+                 label:str|None=None, # The label column, for the imbalance check (default: setting `quality.label`)
+                 config:dict|None=None, # Overrides of the `quality.*` settings by their name without `quality.`, e.g. `range` to `warn`
+                 root:str|Path|None=None, # The project (default: the one at the current folder)
+                ) -> mlnb.quality.Findings:
+    "Run the quality gate on a table version against a version's profile or a rules file (JSON): its findings, or a `QualityError` when one is an error."
+    from mlnb.quality import require_clean
+    if isinstance(against, str) and against.endswith('.json') and '@' not in against and os.path.exists(against):
+        against = json.loads(Path(against).read_text())
+    elif isinstance(against, str): against = profile_of(against, root=root)
+    return require_clean(load(spec, root=root), against, label=label, config=config)
 
-@verb("data", "version data with DVC: add, status, log, checkout, diff, profile, check", _data_args, view="mlnb.widgets_data:make_view")
-def _data_verb(args, ctx):
-    s = args.sub
-    if s == 'add': return add(args.path, args.tag, args.message, commit=False if args.no_commit else None, push=False if args.no_push else None)
-    if s == 'status': return status()
-    if s == 'log': return log(args.path)
-    if s == 'checkout': return checkout(args.spec, force=args.force)
-    if s == 'diff': return diff(args.a, args.b)
-    if s == 'profile': return profile_of(args.spec)
-    if s == 'check':
-        against = args.against
-        if against.endswith('.json') and '@' not in against and os.path.exists(against):
-            against = json.loads(Path(against).read_text())
-        from mlnb.quality import require_clean
-        return require_clean(load(args.spec), against, label=args.label)
+verb("data", "version data with DVC: add, status, log, checkout, diff, profile, check",
+     sub=dict(add=add, status=status, log=log, checkout=checkout, diff=diff, profile=profile_of, check=quality_gate),
+     opts={'add.tag': dict(flags=['--tag', '-t']), 'add.message': dict(flags=['-m', '--message']),
+           'checkout.spec': dict(metavar='PATH@REV'), 'diff.a': dict(metavar='PATH@A'), 'diff.b': dict(metavar='PATH@B'),
+           'profile.spec': dict(metavar='PATH[@REV]'), 'check.spec': dict(metavar='PATH[@REV]'),
+           'check.against': dict(flags=['--against'], metavar='PATH@REV|RULES.json')},
+     view="mlnb.widgets_data:make_view")

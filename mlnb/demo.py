@@ -69,8 +69,8 @@ def _loop(prj:Project, step, serve:bool):
     d = drift(X, shifted)
     step(f"drift: a shifted copy of the holdout drifts in {len(d.drifted)} of {X.shape[1]} columns ({', '.join(d.drifted[:5])}); dataset drift {d.dataset_drift}")
     import mlflow
-    from mlnb.registry import _client
-    _client(prj)  # points MLflow at the project's store
+    from mlnb.registry import registry_client
+    registry_client(prj)  # points MLflow at the project's store
     model = mlflow.sklearn.load_model("models:/classifier@champion")
     from mlnb.explainer import explain
     ex = explain(model, X, n_background=50, rows=20)
@@ -96,9 +96,5 @@ def _loop(prj:Project, step, serve:bool):
             step(f"serve: POST {h.url}/predict -> {out}")
         finally: h.stop()
 
-def _qs_args(p):
-    p.add_argument("path", nargs="?", default="mlnb-quickstart", help="where to make the demo project (default: ./mlnb-quickstart)")
-    p.add_argument("--no-serve", action="store_true", help="skip serving the champion on loopback")
-
-@verb("quickstart", "make a demo project and run the whole loop on the embedded defaults", _qs_args)
-def _qs_verb(args, ctx): return quickstart(args.path, serve=not args.no_serve)
+verb("quickstart", "make a demo project and run the whole loop on the embedded defaults", fn=quickstart,
+     opts=dict(path=dict(positional=True)))

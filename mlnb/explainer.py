@@ -8,7 +8,7 @@ Docs: https://mlnb.github.io/mlnb/explainer.html.md"""
 from __future__ import annotations
 import base64, html, io
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from .core import MlnbError, MlnbUsageError, emit, html_table, need, verb
 
 # %% auto #0
@@ -140,7 +140,7 @@ def explain(model, # A fitted model (scikit-learn, XGBoost/LightGBM, torch, tran
             n_background:int=100, # Background rows the explainer integrates over (sampled when data is bigger)
             max_evals:int|None=None, # Model evaluations per row for the permutation explainer (SHAP's default when None)
             rows:int|None=None, # Explain only the first `rows` rows
-            explainer:str|None=None, # Force one: 'tree', 'linear', 'deep', 'partition', 'permutation'
+            explainer:Literal['tree', 'linear', 'deep', 'partition', 'permutation']|None=None, # Force one explainer (default: picked by the model's type)
             output:int|None=None, # Which output to plot for multi-output models (default: the last)
            ) -> Explanation:
     "SHAP values of `data` under `model`, with the explainer picked by the model's type."
@@ -251,51 +251,45 @@ def fairness(model, # A fitted binary classifier, or None with `prediction`
     return res
 
 # %% ../nbs/51_explainer.ipynb #6f1c398d
-def _obj(ctx, name, what):
-    "A notebook object by name; from the CLI, a model file (joblib/pickle) or a data file (CSV/Parquet)."
-    obj = ctx.resolve(name)
-    if not isinstance(obj, str): return obj
+def _obj(v, what:str, ctx):
+    "A notebook object as it is; a word (the CLI, or no such variable): a model file (joblib/pickle) or a data file (CSV/Parquet)."
+    if not isinstance(v, (str, int, float)) or isinstance(v, bool): return v
     from pathlib import Path
-    p = Path(obj).expanduser()
+    p = Path(str(v)).expanduser()
     if not p.is_file():
-        raise MlnbUsageError(f"no {what} named `{name}`" + (" in the notebook" if ctx.namespace is not None else ""),
+        raise MlnbUsageError(f"no {what} named `{v}`" + (" in the notebook" if ctx.namespace is not None else ""),
                              hint=f"define it in the notebook, or pass a file path")
     if p.suffix.lower() in ('.joblib', '.pkl', '.pickle'):
         import joblib
         return joblib.load(p)
-    from mlnb.monitor import _read
-    return _read(p)
+    from mlnb.monitor import read_frame
+    return read_frame(p)
 
-def _explain_args(p):
-    p.add_argument("model", help="the model: a notebook variable, or a .joblib/.pkl file")
-    p.add_argument("data", help="the rows: a notebook DataFrame, or a CSV/Parquet file")
-    p.add_argument("--rows", type=int, help="explain only the first ROWS rows")
-    p.add_argument("--background", type=int, default=100, help="background rows (default 100)")
-    p.add_argument("--max-evals", type=int, help="model evaluations per row (permutation explainer)")
-    p.add_argument("--explainer", choices=['tree', 'linear', 'deep', 'partition', 'permutation'], help="force an explainer")
+def _explain_call(fn, kw, ctx):
+    "`explain` with the model and the data read from files where the notebook has no such variables."
+    return fn(**{**kw, 'model': _obj(kw['model'], 'model', ctx), 'data': _obj(kw['data'], 'data', ctx)})
 
-@verb("explain", "SHAP values of DATA under MODEL, the explainer picked by model type; top features and plots", _explain_args)
-def _explain_verb(args, ctx):
-    return explain(_obj(ctx, args.model, 'model'), _obj(ctx, args.data, 'data'), rows=args.rows,
-                   n_background=args.background, max_evals=args.max_evals, explainer=args.explainer)
+verb("explain", "SHAP values of DATA under MODEL, the explainer picked by model type; top features and plots", fn=explain,
+     opts=dict(model=dict(help="the model: a notebook variable, or a .joblib/.pkl file"),
+               data=dict(help="the rows: a notebook DataFrame, or a CSV/Parquet file"),
+               n_background=dict(flags=['--background', '--n-background'])),
+     call=_explain_call)
 
-def _fairness_args(p):
-    p.add_argument("model", help="the classifier: a notebook variable or a .joblib/.pkl file; '-' with --prediction")
-    p.add_argument("data", help="a notebook DataFrame or a CSV/Parquet file")
-    p.add_argument("--sensitive", required=True, help="the column whose groups are compared")
-    p.add_argument("--target", required=True, help="the true label column")
-    p.add_argument("--prediction", help="a prediction column (instead of calling the model)")
-    p.add_argument("--pos-label", default='1', help="the positive label (default 1)")
-
-@verb("fairness", "per-group selection rate, TPR, FPR, accuracy; demographic parity and equalized odds gaps", _fairness_args)
-def _fairness_verb(args, ctx):
-    model = None if args.model == '-' else _obj(ctx, args.model, 'model')
-    data = _obj(ctx, args.data, 'data')
-    pos = args.pos_label
-    col = data[args.target] if args.target in getattr(data, 'columns', []) else None
-    if col is not None and col.dtype.kind in 'biuf':  # a label typed on the command line is text
+def _fairness_call(fn, kw, ctx):
+    "`fairness` with files read as `explain` does (`-`: no model, with `--prediction`), and the typed positive label made a value of the target column."
+    model = None if isinstance(kw['model'], str) and kw['model'] == '-' else _obj(kw['model'], 'model', ctx)
+    data = _obj(kw['data'], 'data', ctx)
+    pos, target = str(kw['pos_label']), kw['target']  # a label typed on a command line is text
+    col = data[target] if target in getattr(data, 'columns', []) else None
+    if col is not None and col.dtype.kind in 'biuf':
         pos = {'true': True, 'false': False}.get(pos.lower(), pos)
         if not isinstance(pos, bool):
             try: pos = type(col.iloc[0].item())(float(pos))
             except ValueError: pass
-    return fairness(model, data, sensitive=args.sensitive, target=args.target, prediction=args.prediction, pos_label=pos)
+    return fn(**{**kw, 'model': model, 'data': data, 'pos_label': pos})
+
+verb("fairness", "per-group selection rate, TPR, FPR, accuracy; demographic parity and equalized odds gaps", fn=fairness,
+     opts=dict(model=dict(help="the classifier: a notebook variable or a .joblib/.pkl file; '-' with --prediction"),
+               data=dict(help="a notebook DataFrame or a CSV/Parquet file"),
+               sensitive=dict(positional=False), target=dict(positional=False), pos_label=dict(kind='str')),
+     call=_fairness_call)

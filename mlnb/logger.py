@@ -14,8 +14,8 @@ from .config import find_project, setting
 
 # %% auto #0
 __all__ = ['EXIT_HOOKS', 'MetricError', 'StoreError', 'metric_value', 'to_floats', 'mlflow_client', 'transient', 'write_batch',
-           'spool', 'pending', 'Replay', 'replay', 'writer_main', 'MetricBuffer', 'tune_malloc', 'buffer', 'SyncResult',
-           'close_orphans', 'sync']
+           'spool', 'pending', 'Replay', 'replay', 'writer_main', 'MetricBuffer', 'tune_malloc', 'buffer', 'after_fork',
+           'close_buffer', 'SyncResult', 'process_alive', 'close_orphans', 'sync']
 
 # %% ../nbs/11_logger.ipynb #3716c7e6
 setting("tracking.flush_interval", 1.0, "Seconds between background flushes of buffered metrics to the tracking store")
@@ -395,6 +395,15 @@ def buffer() -> MetricBuffer:
         atexit.register(_at_exit)
     return _BUFFER.start()
 
+def after_fork():
+    "In a forked child: forget the parent's buffer, whose flush thread and writer process do not survive the fork (the child starts its own on first use)."
+    global _BUFFER
+    _BUFFER = None
+
+def close_buffer():
+    "Flush and close this process's buffer if one was started: a forked worker exits without atexit hooks."
+    if _BUFFER is not None: _BUFFER.close()
+
 # %% ../nbs/11_logger.ipynb #ea75b292
 @dataclass
 class SyncResult:
@@ -407,7 +416,10 @@ class SyncResult:
         return s
     def _repr_html_(self): return f"<div class='mlnb-sync'>{repr(self)}</div>"
 
-def _alive(pid:int, started_ms:int) -> bool:
+def process_alive(pid:int, # A process id recorded on a run
+                  started_ms:int, # When that run started (ms since the epoch): a later process with the same pid is another one
+                 ) -> bool:
+    "Is the process that opened a run still running (and not a zombie, nor a newer process reusing its pid)?"
     import psutil
     try: p = psutil.Process(pid)
     except (psutil.NoSuchProcess, psutil.AccessDenied): return False
@@ -423,7 +435,7 @@ def close_orphans(uri:str, # The tracking URI
     for r in c.search_runs(exps, "attributes.status = 'RUNNING'", max_results=1000):
         t = r.data.tags
         if t.get('mlnb.host') != host or not t.get('mlnb.pid', '').isdigit(): continue
-        if _alive(int(t['mlnb.pid']), r.info.start_time): continue
+        if process_alive(int(t['mlnb.pid']), r.info.start_time): continue
         c.set_terminated(r.info.run_id, 'KILLED'); closed.append(r.info.run_id)
     return closed
 
@@ -438,7 +450,5 @@ def sync(path:str|Path|None=None, # Where the project is (default: the current d
                                 hint=f"check that the tracking store {prj.tracking_uri} is up and not locked, then run `mlnb sync` again")
     return SyncResult(r, close_orphans(prj.tracking_uri))
 
-def _sync_args(p): p.add_argument("path", nargs="?", default=None, help="the project (default: the current one)")
-
-@verb("sync", "store spooled metrics (kept while the tracking store was down or locked) and close orphaned runs", _sync_args)
-def _sync_verb(args, ctx): return sync(args.path)
+verb("sync", "store spooled metrics (kept while the tracking store was down or locked) and close orphaned runs", fn=sync,
+     opts=dict(path=dict(positional=True)))

@@ -16,7 +16,7 @@ from .config import setting, settings
 
 # %% auto #0
 __all__ = ['profile_cache', 'TEST_NAMES', 'DriftInputError', 'DriftAlert', 'ColumnProfile', 'DriftProfile', 'frame_key',
-           'drift_profile', 'wasserstein_sorted', 'choose_test', 'DriftResult', 'log_to_run', 'drift',
+           'read_frame', 'drift_profile', 'wasserstein_sorted', 'choose_test', 'DriftResult', 'log_to_run', 'drift',
            'evidently_drift']
 
 # %% ../nbs/50_monitor.ipynb #7254b505
@@ -214,8 +214,9 @@ class _ProfileCache:
 profile_cache = _ProfileCache()
 
 # %% ../nbs/50_monitor.ipynb #8ee4eaf0
-def _read(src:str|Path):
-    "Read a CSV or Parquet file, or a dataset version `path@rev` through `mlnb.data`."
+def read_frame(src:str|Path, # A CSV/TSV/Parquet path, a dataset version `path@rev`, or `served[:NAME]` (the prediction log)
+              ):
+    "Read a CSV/TSV/Parquet file, a dataset version `path@rev` (through `mlnb.data`) or the served prediction log into a DataFrame."
     import pandas as pd
     s = str(src)
     p = Path(s).expanduser()
@@ -265,11 +266,11 @@ def drift_profile(data, # A DataFrame, a CSV/Parquet path, a dataset version, or
         if cache and p.is_file():
             key = _file_key(p)
             if (prof := profile_cache.get(key)) is not None: return prof
-            df = _check_frame(_read(p), side)
+            df = _check_frame(read_frame(p), side)
             prof = _summarise(df, source=str(data), key=key)
             profile_cache.put(key, prof)
             return prof
-        data = _read(data)
+        data = read_frame(data)
     df = _check_frame(data, side)
     md5 = (getattr(df, 'attrs', None) or {}).get('mlnb', {}).get('md5')  # a dataset version names its content
     key = (f"dvc-{md5}" if md5 else frame_key(df)) if cache else None
@@ -558,8 +559,8 @@ def evidently_drift(reference, # DataFrame or path (as in `drift`)
     import pandas as pd
     ev = need('evidently')
     from evidently.presets import DataDriftPreset
-    ref = _check_frame(_read(reference) if isinstance(reference, (str, Path)) else reference, 'reference')
-    cur = _check_frame(_read(current) if isinstance(current, (str, Path)) else current, 'current')
+    ref = _check_frame(read_frame(reference) if isinstance(reference, (str, Path)) else reference, 'reference')
+    cur = _check_frame(read_frame(current) if isinstance(current, (str, Path)) else current, 'current')
     snap = ev.Report([DataDriftPreset(columns=_as_list(columns), drift_share=share)], include_tests=True).run(cur, ref)
     d = snap.dict()
     from evidently.legacy.calculations.stattests.registry import _registered_stat_tests
@@ -578,26 +579,20 @@ def evidently_drift(reference, # DataFrame or path (as in `drift`)
     return res
 
 # %% ../nbs/50_monitor.ipynb #d565c594
-def _drift_args(p):
-    p.add_argument("reference", help="reference data: a notebook DataFrame (magic), a CSV/Parquet path, or a dataset version path@rev")
-    p.add_argument("current", help="current data, in the same forms")
-    p.add_argument("--columns", help="comma-separated columns to compare (default: all)")
-    p.add_argument("--target", help="the target column (its drift is reported as target drift)")
-    p.add_argument("--prediction", help="the prediction column")
-    p.add_argument("--share", type=float, help="dataset drift share (default: setting drift.share)")
-    p.add_argument("--report", nargs='?', const='', metavar="FILE", help="also run Evidently's full report: inline, or into FILE (.html)")
-
-@verb("drift", "per-column data drift of CURRENT against REFERENCE (Evidently's default tests); exit 1 on dataset drift", _drift_args,
-      view="mlnb.widgets_monitor:make_view")
-def _drift_verb(args, ctx):
-    ref, cur = ctx.resolve(args.reference), ctx.resolve(args.current)
-    if args.report == '' and ctx.face == 'cli':
+def _drift_call(fn, kw, ctx):
+    "`drift`, plus the face's `--report` (Evidently's full report, inline or into a file) and, from the CLI, exit 1 on dataset drift."
+    report = kw.pop('report')
+    if report == '' and ctx.face == 'cli':
         raise MlnbUsageError("--report needs a FILE outside a notebook", hint="e.g. `mlnb drift ref.csv cur.csv --report drift.html`")
-    res = drift(ref, cur, columns=args.columns, target=args.target, prediction=args.prediction, share=args.share)
-    if args.report is not None:
-        res.report = evidently_drift(ref, cur, columns=args.columns, share=res.drift_share).report
-        if args.report: res.report.save_html(str(args.report))
+    res = fn(**kw)
+    if report is not None:
+        res.report = evidently_drift(kw['reference'], kw['current'], columns=kw['columns'], share=res.drift_share).report
+        if report: res.report.save_html(str(report))
     if ctx.face == 'cli' and res.alert:
         print(res)
         raise DriftAlert(f"dataset drift: {res.summary}", hint="drifted: " + ', '.join(res.drifted))
     return res
+
+verb("drift", "per-column data drift of CURRENT against REFERENCE (Evidently's default tests); exit 1 on dataset drift", fn=drift,
+     opts=dict(report=dict(extra=True, nargs='?', const='', metavar='FILE', help="also run Evidently's full report: inline, or into FILE (.html)")),
+     call=_drift_call, view="mlnb.widgets_monitor:make_view")

@@ -14,8 +14,8 @@ from .config import find_project, find_root, load_settings, setting
 
 # %% auto #0
 __all__ = ['StepError', 'StepResult', 'notebook_params', 'add_parameters', 'kernel_manager_class', 'step', 'read_params',
-           'set_params', 'PipelineError', 'pipeline_add', 'PipelineResult', 'KernelPool', 'reproduce', 'record_files',
-           'pipeline_graph', 'dag_svg', 'PipelineShow']
+           'set_params', 'PipelineError', 'project_repo', 'pipeline_add', 'PipelineResult', 'KernelPool', 'reproduce',
+           'record_files', 'pipeline_graph', 'dag_svg', 'PipelineShow', 'pipeline_show']
 
 # %% ../nbs/75_pipelines.ipynb #e0da314d
 setting("pipeline.kernel", "python3", "Jupyter kernel that runs pipeline steps (papermill's kernel_name)")
@@ -141,8 +141,9 @@ def _runs_dir() -> Path:
     return prj.path(prj.settings['runs.dir'])
 
 def step(notebook:str|Path, # The notebook to run (it needs a cell tagged `parameters`)
-         params:dict|None=None, # Values for the parameters it declares
+         params:dict|None=None, # Values for the parameters it declares (they override those of `params_from`)
          *,
+         params_from:str|None=None, # Take the parameters from a section of a YAML file, `FILE:SECTION` (e.g. `params.yaml:train`; `FILE` alone: all of it)
          output:str|Path|None=None, # Where to write the executed notebook (default: the project's runs folder)
          kernel:str|None=None, # Jupyter kernel (default: setting `pipeline.kernel`)
          cwd:str|Path|None=None, # Working directory of the kernel (default: the current one)
@@ -151,7 +152,7 @@ def step(notebook:str|Path, # The notebook to run (it needs a cell tagged `param
         ) -> StepResult:
     "Run `notebook` as a parameterized step with papermill; a failing cell raises `StepError` naming it."
     nb_path = Path(notebook)
-    params = dict(params or {})
+    params = {**(_file_params(params_from) if params_from else {}), **(params or {})}
     declared = notebook_params(nb_path)
     unknown = sorted(set(params) - set(declared))
     if unknown:
@@ -220,6 +221,12 @@ def read_params(file:str|Path, # A YAML params file
     if not isinstance(data, dict): raise StepError(f"'{section}' in {file} is a value, not a section of parameters")
     return data
 
+def _file_params(spec:str) -> dict:
+    "The parameters `FILE:SECTION` names (`FILE` alone: the whole file)."
+    file, _, section = spec.rpartition(':')
+    if not file: file, section = section, None
+    return read_params(file, section or None)
+
 def set_params(file:str|Path, # A YAML params file
                assignments:list[str], # `section.key=value` strings; values are parsed as YAML
               ) -> dict:
@@ -242,35 +249,28 @@ def set_params(file:str|Path, # A YAML params file
     return done
 
 # %% ../nbs/75_pipelines.ipynb #80e0db40
-def _step_args(p):
-    p.add_argument("notebook", help="the notebook to run")
-    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), default=[], help="set a parameter (value parsed as YAML)")
-    p.add_argument("--params-from", metavar="FILE:SECTION", help="take parameters from a section of a YAML file (e.g. params.yaml:train)")
-    p.add_argument("-o", "--output", help="where to write the executed notebook")
-    p.add_argument("--kernel", help="Jupyter kernel name")
-    p.add_argument("--add-parameters", action="store_true", help="give the notebook a 'parameters' cell and stop")
-
-def _verb_params(args) -> dict:
-    "The parameters a `step` command line sets: `--params-from` first, then each `-p`."
+def _pairs(pairs:list|None) -> dict:
+    "The `-p KEY VALUE` pairs of a `step` command line as parameters, each VALUE read as YAML."
     import yaml
-    params = {}
-    if args.params_from:
-        file, _, section = args.params_from.rpartition(':')
-        if not file: file, section = section, None
-        params.update(read_params(file, section or None))
-    params.update({k: yaml.safe_load(v) for k, v in args.param})
-    return params
+    return {k: yaml.safe_load(v) for k, v in pairs or []}
 
-@verb("step", "run a notebook as a parameterized step (papermill); keeps the executed notebook", _step_args)
-def _step_verb(args, ctx):
-    if args.add_parameters: return f"added a 'parameters' cell to {add_parameters(args.notebook)}"
-    return step(args.notebook, _verb_params(args), output=args.output, kernel=args.kernel, stream=(ctx.face == 'cli'))
+def _step_call(fn, kw, ctx):
+    if kw.pop('add_parameters'): return f"added a 'parameters' cell to {add_parameters(kw['notebook'])}"
+    return fn(**kw | dict(params=_pairs(kw['params'])), stream=ctx.face == 'cli')  # a terminal sees the cells' output as it comes
+
+verb("step", "run a notebook as a parameterized step (papermill); keeps the executed notebook", step, call=_step_call,
+     opts=dict(params=dict(flags=['-p', '--param'], nargs=2, action='append', metavar=('KEY', 'VALUE'), kind='str',
+                           help="set a parameter it declares; VALUE is read as YAML (`-p lr 0.01` is a float); overrides --params-from"),
+               params_from=dict(metavar='FILE:SECTION'), output=dict(flags=['-o', '--output']),
+               stream=dict(skip=True), km=dict(skip=True),
+               add_parameters=dict(extra=True, action='store_true', help="give the notebook a 'parameters' cell and stop")));
 
 # %% ../nbs/75_pipelines.ipynb #55aed614
 class PipelineError(MlnbError):
     "A pipeline could not be defined or reproduced."
 
-def _repo(project=None):
+def project_repo(project=None, # The project (default: the one at or above the current folder)
+                ):
     "The project (given, or the one at or above the current folder) and its DVC `Repo`."
     need('dvc')
     os.environ.setdefault('DVC_NO_ANALYTICS', '1')
@@ -286,15 +286,15 @@ def _repo(project=None):
 def pipeline_add(notebook:str|Path, # The step's notebook, relative to the project root
                  *,
                  name:str|None=None, # Stage name (default: the notebook's stem)
-                 deps:list[str]=(), # Files or folders the step reads
-                 outs:list[str]=(), # Files or folders the step writes (cached by DVC)
-                 metrics:list[str]=(), # Metrics files the step writes (JSON/YAML, not cached)
+                 deps:list[str]|None=None, # Files or folders the step reads
+                 outs:list[str]|None=None, # Files or folders the step writes (cached by DVC)
+                 metrics:list[str]|None=None, # Metrics files the step writes (JSON/YAML, not cached)
                  params:str|None=None, # Section of params.yaml holding the step's parameters
                  force:bool=False, # Replace an existing stage of that name
                  project=None, # The project (default: the one at or above the current folder)
                 ) -> str:
     "Add the notebook as a stage of the project's DVC pipeline (`dvc.yaml`); returns the stage name."
-    prj, repo = _repo(project)
+    prj, repo = project_repo(project)
     nb = Path(notebook)
     rel = (nb if nb.is_absolute() else ((prj.root if project else Path.cwd())/nb)).resolve()
     if not rel.is_relative_to(prj.root): raise PipelineError(f"{notebook} is outside the project {prj.root}")
@@ -311,7 +311,7 @@ def pipeline_add(notebook:str|Path, # The step's notebook, relative to the proje
         dvc_params = [{pfile: [params]}]
     name = name or rel.stem
     base = prj.root if project else Path.cwd()
-    def rooted(ps): return [os.path.relpath((base/p).resolve(), prj.root) for p in ps]  # DVC reads them from the root
+    def rooted(ps): return [os.path.relpath((base/p).resolve(), prj.root) for p in ps or []]  # DVC reads them from the root
     from dvc.exceptions import DvcException
     try:
         for o in rooted(outs) + rooted(metrics): (prj.root/o).parent.mkdir(parents=True, exist_ok=True)  # for DVC's .gitignore entries
@@ -390,15 +390,16 @@ def _steps_in_process(ran:dict, kernel:str, prj=None):
         for c in cmds:
             argv = shlex.split(c)
             if dry or argv[:2] != ['mlnb', 'step']: original(stage, dry=dry, run_env=run_env); break
-            from mlnb.core import parse_verb
+            from mlnb.core import VerbContext, parse_verb
             v, args = parse_verb(argv[1:])
-            if args.add_parameters: continue
-            k = args.kernel or kernel
+            kw = {o.name: o.value(getattr(args, o.name), VerbContext()) for o in v.options()}
+            if kw.pop('add_parameters'): continue
+            k = kw.pop('kernel') or kernel
             pool = pools.setdefault((k, stage.wdir), KernelPool(k, stage.wdir))
             cwd = os.getcwd()
             try:
                 os.chdir(stage.wdir)
-                step(args.notebook, _verb_params(args), output=args.output, kernel=k, km=pool.take())
+                step(**kw | dict(params=_pairs(kw['params'])), kernel=k, km=pool.take())
             finally: os.chdir(cwd)
         ran[stage.addressing] = time.perf_counter() - t
     dvc_run.cmd_run = cmd_run
@@ -416,13 +417,13 @@ def _steps_in_process(ran:dict, kernel:str, prj=None):
 
 def reproduce(targets:list[str]|None=None, # Stages to reproduce (default: the whole pipeline)
               *,
-              set:list[str]=(), # `section.key=value` assignments written to params.yaml first
+              set:list[str]|None=None, # `SECTION.KEY=VALUE` assignments written to params.yaml first (VALUE read as YAML)
               force:bool=False, # Run every stage even if it is up to date
               project=None, # The project (default: the one at or above the current folder)
              ) -> PipelineResult:
     "Reproduce the project's pipeline: stale steps run, up-to-date ones are skipped from DVC's cache."
-    prj, repo = _repo(project)
-    with contextlib.chdir(prj.root): return _reproduce(prj, repo, targets, set, force)  # stage names read from the root
+    prj, repo = project_repo(project)
+    with contextlib.chdir(prj.root): return _reproduce(prj, repo, targets or None, set or [], force)  # stage names read from the root
 
 def record_files(prj, # The project
                  stages, # Its DVC stages (`repo.index.stages`)
@@ -462,22 +463,10 @@ def _reproduce(prj, repo, targets, set, force):
     return res
 
 # %% ../nbs/75_pipelines.ipynb #71eb403d
-def _pipeline_args(p):
-    sub = p.add_subparsers(dest="sub", required=True, metavar="{add,show}")
-    a = sub.add_parser("add", help="add a notebook as a pipeline stage (dvc.yaml)")
-    a.add_argument("notebook")
-    a.add_argument("--name", help="stage name (default: the notebook's stem)")
-    a.add_argument("--deps", nargs="*", default=[], help="files or folders the step reads")
-    a.add_argument("--outs", nargs="*", default=[], help="files or folders the step writes")
-    a.add_argument("--metrics", nargs="*", default=[], help="metrics files the step writes")
-    a.add_argument("--params", help="section of params.yaml holding the step's parameters")
-    a.add_argument("--force", action="store_true", help="replace a stage of the same name")
-    sub.add_parser("show", help="list the stages and whether each is up to date")
-
 def pipeline_graph(project=None, # The project (default: the one at or above the current folder)
                   ) -> dict:
     "The pipeline as `stages` (in run order), `edges` (upstream, downstream), `status` and `cmd` per stage."
-    prj, repo = _repo(project)
+    prj, repo = project_repo(project)
     with contextlib.chdir(prj.root): return _graph(repo)
 
 def _graph(repo):
@@ -532,18 +521,14 @@ class PipelineShow:
         g = self.graph
         return dag_svg(g['stages'], g['edges'], g['status']) + html_table(self.rows(), ['stage', 'status', 'cmd'], caption="pipeline")
 
-@verb("pipeline", "define the pipeline: `pipeline add NB --deps … --outs … --params SECTION`, `pipeline show` (its DAG)", _pipeline_args)
-def _pipeline_verb(args, ctx):
-    if args.sub == "add":
-        return pipeline_add(args.notebook, name=args.name, deps=args.deps, outs=args.outs, metrics=args.metrics,
-                            params=args.params, force=args.force)
-    return PipelineShow(pipeline_graph())
+def pipeline_show(project=None, # The project (default: the one at or above the current folder)
+                 ) -> PipelineShow:
+    "List the stages and whether each is up to date (in a notebook: its DAG too)."
+    return PipelineShow(pipeline_graph(project))
 
-def _run_args(p):
-    p.add_argument("targets", nargs="*", help="stages to reproduce (default: all)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="set a parameter in params.yaml first")
-    p.add_argument("--force", action="store_true", help="run every stage even if it is up to date")
+verb("pipeline", "define the pipeline: `pipeline add NB --deps … --outs … --params SECTION`, `pipeline show` (its DAG)",
+     sub={'add': pipeline_add, 'show': pipeline_show})
 
-@verb("run", "reproduce the pipeline: stale steps run, up-to-date ones come from DVC's cache", _run_args,
-      view="mlnb.widgets_pipeline:make_view")
-def _run_verb(args, ctx): return reproduce(args.targets or None, set=args.set, force=args.force)
+verb("run", "reproduce the pipeline: stale steps run, up-to-date ones come from DVC's cache", reproduce,
+     opts=dict(targets=dict(positional=True), set=dict(action='append', kind='str', metavar='SECTION.KEY=VALUE')),  # --set repeats; a value may hold commas
+     view="mlnb.widgets_pipeline:make_view");

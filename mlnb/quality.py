@@ -9,7 +9,7 @@ from __future__ import annotations
 import html, json, math
 from dataclasses import dataclass, field, asdict
 from typing import Any
-from .core import ConfigError, MlnbError, html_table
+from .core import ConfigError, MlnbError, html_table, resolve
 from .config import setting, settings
 
 # %% auto #0
@@ -171,8 +171,7 @@ class Findings(list):
 def _as_rules(against, label) -> dict:
     if isinstance(against, Profile): return against.rules(label)
     if isinstance(against, str):
-        from mlnb.data import profile_of  # a table version: its stored profile
-        return profile_of(against).rules(label)
+        return resolve('profile', against).rules(label)  # a table version: its stored profile (`mlnb.data` registers the form)
     if isinstance(against, dict):
         bad = set(against) - {'columns', 'strict', 'max_duplicate_rate', 'label'}
         if bad: raise RulesError(f"unknown keys in the rules: {sorted(bad)}", hint="rules take columns, strict, max_duplicate_rate, label")

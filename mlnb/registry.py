@@ -15,8 +15,8 @@ from .config import Project, find_project, setting
 from .audit import audit_log
 
 # %% auto #0
-__all__ = ['RegistryError', 'PromotionRefused', 'register', 'Gate', 'gate_from', 'Comparison', 'compare', 'promote', 'rollback',
-           'ModelTable', 'list_models']
+__all__ = ['RegistryError', 'PromotionRefused', 'registry_client', 'model_version', 'register', 'metric_fn', 'Gate', 'gate_from',
+           'Comparison', 'compare', 'promote', 'rollback', 'ModelTable', 'list_models']
 
 # %% ../nbs/60_registry.ipynb #77e420a0
 setting("registry.metric", "accuracy", "Metric the promotion gate compares: accuracy, f1, precision, recall, r2, rmse, mae, mse")
@@ -39,7 +39,8 @@ class PromotionRefused(MlnbError):
 def _project(project) -> Project:
     return find_project(project)
 
-def _client(prj:Project):
+def registry_client(prj:Project, # The project whose MLflow store holds the registry
+                   ):
     "An `MlflowClient` on the project's store (and MLflow's default URIs set to it)."
     mlflow = need('mlflow')
     logging.getLogger('mlflow').setLevel(logging.ERROR)
@@ -70,7 +71,10 @@ def _check_model(client, name:str):
         close = difflib.get_close_matches(name, [m.name for m in client.search_registered_models()], n=1)
         raise RegistryError(f"no registered model '{name}'", hint=(f"did you mean '{close[0]}'? " if close else "") + "`mlnb registry` lists them") from None
 
-def _version(client, name:str, version) -> Any:
+def model_version(client, # An `MlflowClient` on the project's store (`registry_client`)
+                  name:str, # The registered model
+                  version, # A version number, or `@alias`
+                 ) -> Any:
     "The `ModelVersion` `version` (a number, or `@alias`) of `name`, with a clear error when there is none."
     _check_model(client, name)
     v = str(version)
@@ -98,7 +102,7 @@ def register(run_or_model, # A run id, `Run`/`ActiveRun`, `ModelInfo` (from `log
     "Register the model as a new version of `name`; returns the `ModelVersion`."
     if not re.fullmatch(r"[A-Za-z0-9][\w.\-]*", name or ''):
         raise MlnbUsageError(f"bad model name {name!r}", hint="use letters, digits, `_`, `-`, `.`")
-    prj = _project(project); client = _client(prj)
+    prj = _project(project); client = registry_client(prj)
     uri, run_id = _model_uri(run_or_model, client)
     import mlflow
     try: mv = mlflow.register_model(uri, name, tags=tags)
@@ -112,7 +116,9 @@ def register(run_or_model, # A run id, `Run`/`ActiveRun`, `ModelInfo` (from `log
 # %% ../nbs/60_registry.ipynb #a24206b2
 _HIGHER = {'accuracy': True, 'f1': True, 'precision': True, 'recall': True, 'r2': True, 'rmse': False, 'mae': False, 'mse': False}
 
-def _metric_fn(name:str) -> Callable:
+def metric_fn(name:str, # accuracy, f1, precision, recall (macro), r2, mae, mse or rmse
+             ) -> Callable:
+    "The function `fn(y_true, y_pred)` of a named metric, for gates and feedback; a usage error for an unknown name."
     from sklearn import metrics as M
     import numpy as np
     fns = {'accuracy': M.accuracy_score, 'f1': lambda y, p: M.f1_score(y, p, average='macro'),
@@ -142,7 +148,7 @@ class Gate:
     def score(self, model) -> float:
         "The metric of `model` (anything with `predict`) on the holdout."
         import numpy as np
-        fn = self.metric if callable(self.metric) else _metric_fn(self.metric)
+        fn = self.metric if callable(self.metric) else metric_fn(self.metric)
         pred = model.predict(self.X)
         pred = pred.iloc[:, 0] if hasattr(pred, 'iloc') and getattr(pred, 'ndim', 1) == 2 else pred
         pred = np.asarray(pred)
@@ -236,12 +242,13 @@ def compare(name:str, # The registered model
             *, project=None, # The project
             metric:str|Callable|None=None, # Overrides `registry.metric`
             min_improvement:float|None=None, # Overrides `registry.min_improvement`
+            target:str|None=None, # The label column of a DataFrame or file gate (default: setting `registry.target`)
            ) -> Comparison:
     "Score `version` and the holder of `alias` on the same gate, moving nothing (the gate of `promote`)."
-    prj = _project(project); client = _client(prj)
-    v = int(_version(client, name, version).version)
+    prj = _project(project); client = registry_client(prj)
+    v = int(model_version(client, name, version).version)
     cur = _holder(client, name, alias)
-    g = gate_from(gate, prj, metric=metric, min_improvement=min_improvement)
+    g = gate_from(gate, prj, target=target, metric=metric, min_improvement=min_improvement)
     emit('registry.gate', msg=f"scoring {name} v{v}" + (f" and @{alias} v{cur.version}" if cur else "") + f" on the holdout ({g.metric_name})")
     cmp = Comparison(name, alias, g.metric_name, v, g.score(_load(name, v)), None, None, g.min_improvement, g.higher_is_better)
     if cur is not None: cmp.incumbent, cmp.incumbent_score = int(cur.version), g.score(_load(name, cur.version))
@@ -252,15 +259,16 @@ def promote(name:str, # The registered model
             version:int|str, # The candidate version (or `@alias`, e.g. `@challenger`)
             alias:str="champion", # The alias to move to it
             gate=None, # `Gate`, `(X, y)`, DataFrame, file, None (setting `registry.holdout`), or False: no gate
-            *, project=None, # The project
+            *, project=None, # The project (default: the one at or above the current folder)
             metric:str|Callable|None=None, # Overrides `registry.metric`
             min_improvement:float|None=None, # Overrides `registry.min_improvement`
+            target:str|None=None, # The label column of a DataFrame or file gate (default: setting `registry.target`)
             reason:str|None=None, # Why (kept in the audit log)
             comparison:Comparison|None=None, # The gate's verdict when the caller has just run `compare` on the same version and alias (not scored again)
            ) -> Comparison:
     "Move `alias` to `version` if it beats the alias's holder on the gate; else raise `PromotionRefused`."
-    prj = _project(project); client = _client(prj)
-    cand = _version(client, name, version); v = int(cand.version)
+    prj = _project(project); client = registry_client(prj)
+    cand = model_version(client, name, version); v = int(cand.version)
     cur = _holder(client, name, alias)
     if cur is not None and int(cur.version) == v:
         raise RegistryError(f"{name} version {v} already holds @{alias}", hint="promote another version, or `mlnb rollback` to step back")
@@ -269,7 +277,7 @@ def promote(name:str, # The registered model
     elif comparison is not None and (comparison.model, comparison.candidate, comparison.alias, comparison.incumbent) == (name, v, alias, cur and int(cur.version)):
         cmp = comparison
     else:
-        cmp = compare(name, v, alias, gate, project=prj, metric=metric, min_improvement=min_improvement)
+        cmp = compare(name, v, alias, gate, project=prj, metric=metric, min_improvement=min_improvement, target=target)
     fields = dict(alias=alias, previous=cmp.incumbent, metric=cmp.metric or None, score=cmp.candidate_score,
                   previous_score=cmp.incumbent_score, min_improvement=cmp.min_improvement if cmp.gated else None, gated=cmp.gated, reason=reason)
     if not cmp.wins:
@@ -292,7 +300,7 @@ def rollback(name:str, # The registered model
              reason:str|None=None, # Why (kept in the audit log)
             ):
     "Move `alias` back to the version that held it before the last promotion; returns that `ModelVersion`."
-    prj = _project(project); client = _client(prj)
+    prj = _project(project); client = registry_client(prj)
     _check_model(client, name)
     cur = _holder(client, name, alias)
     hist = _history(client, name, alias)
@@ -322,7 +330,7 @@ def list_models(name:str|None=None, # One registered model, or all
                ) -> ModelTable:
     "One row per registered version: aliases, run metrics, gate score, audit count."
     import datetime
-    prj = _project(project); client = _client(prj)
+    prj = _project(project); client = registry_client(prj)
     if name is not None: _check_model(client, name)
     names = [name] if name else sorted(m.name for m in client.search_registered_models())
     rows, runs = [], {}
@@ -344,48 +352,31 @@ def list_models(name:str|None=None, # One registered model, or all
     return ModelTable(rows)
 
 # %% ../nbs/60_registry.ipynb #aa85990d
-def _registry_args(p):
-    p.add_argument("name", nargs="?", help="only this registered model")
+verb("registry", "registered models: versions, aliases, run metrics, gate scores", fn=list_models,
+     opts=dict(name=dict(positional=True)), view="mlnb.widgets_registry:make_view")
 
-@verb("registry", "registered models: versions, aliases, run metrics, gate scores", _registry_args,
-      view="mlnb.widgets_registry:make_view")
-def _registry_verb(args, ctx): return list_models(args.name)
-
-def _register_args(p):
-    p.add_argument("model", help="run id, model URI (models:/..., runs:/.../model), or a notebook variable")
-    p.add_argument("name", help="registered model name")
-    p.add_argument("--description", help="text for the version")
-
-@verb("register", "register a run's model as a new version of NAME", _register_args)
-def _register_verb(args, ctx):
-    mv = register(ctx.resolve(args.model), args.name, description=args.description)
+def _registered(fn, kw, ctx):
+    "`register`, answered in one line."
+    mv = fn(**kw)
     return f"registered {mv.name} version {mv.version}"
 
-def _promote_args(p):
-    p.add_argument("name", help="registered model")
-    p.add_argument("version", help="candidate version, or @alias")
-    p.add_argument("--alias", default="champion", help="alias to move (default champion)")
-    p.add_argument("--holdout", help="holdout CSV/Parquet file (or notebook DataFrame); default: setting registry.holdout")
-    p.add_argument("--target", help="label column of the holdout (default: setting registry.target)")
-    p.add_argument("--metric", help="gate metric (default: setting registry.metric)")
-    p.add_argument("--min-improvement", type=float, help="required improvement (default: setting registry.min_improvement)")
-    p.add_argument("--no-gate", action="store_true", help="move the alias without scoring (audited as ungated)")
-    p.add_argument("--reason", help="why, for the audit log")
+verb("register", "register a run's model as a new version of NAME", fn=register, call=_registered)
 
-@verb("promote", "move an alias (default champion) to a version if it beats the holder on the holdout", _promote_args)
-def _promote_verb(args, ctx):
-    if args.no_gate: gate = False
-    else:
-        prj = find_project()
-        gate = gate_from(ctx.resolve(args.holdout) if args.holdout else None, prj, target=args.target)
-    return promote(args.name, args.version, args.alias, gate, metric=args.metric, min_improvement=args.min_improvement, reason=args.reason)
+def _promote_call(fn, kw, ctx):
+    "`promote`, ungated with `--no-gate`."
+    if kw.pop('no_gate'): kw['gate'] = False
+    return fn(**kw)
 
-def _rollback_args(p):
-    p.add_argument("name", help="registered model")
-    p.add_argument("--alias", default="champion", help="alias to move back (default champion)")
-    p.add_argument("--reason", help="why, for the audit log")
+verb("promote", "move an alias (default champion) to a version if it beats the holder on the holdout", fn=promote,
+     opts=dict(gate=dict(flags=['--holdout'], metavar='HOLDOUT',
+                         help="the holdout: a CSV/Parquet file, or a notebook DataFrame or Gate (default: setting registry.holdout)"),
+               no_gate=dict(extra=True, action='store_true', help="move the alias without scoring (audited as ungated)"),
+               comparison=dict(skip=True)),
+     call=_promote_call)
 
-@verb("rollback", "move an alias back to the version that held it before", _rollback_args)
-def _rollback_verb(args, ctx):
-    mv = rollback(args.name, args.alias, reason=args.reason)
-    return f"{mv.name} @{args.alias} -> version {mv.version}"
+def _rolled_back(fn, kw, ctx):
+    "`rollback`, answered in one line."
+    mv = fn(**kw)
+    return f"{mv.name} @{kw['alias']} -> version {mv.version}"
+
+verb("rollback", "move an alias back to the version that held it before", fn=rollback, call=_rolled_back)

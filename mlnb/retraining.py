@@ -171,23 +171,15 @@ def approve(name:str, # The registered model
     prj = find_project(project)
     return promote(name, version, 'champion', prj.path(prj.settings['retrain.holdout']), project=prj, reason='approved by a person')
 
-def _retrain_args(p):
-    p.add_argument("name", help="the registered model")
-    p.add_argument("--data", help="a new raw table to retrain on")
-    p.add_argument("--require-approval", action="store_true", help="leave a winning challenger pending approval")
-    p.add_argument("--trigger", choices=["drift", "data", "schedule"], default="schedule",
-                   help="drift: only when served data drifted from the training data; data: only when the raw table "
-                        "changed since its last version; schedule (default): always")
-    p.add_argument("--if-drift", action="store_true", help="same as --trigger drift")
-    p.add_argument("--if-new-data", action="store_true", help="same as --trigger data")
+def _retrain_call(fn, kw, ctx):
+    "`retrain`, with `--trigger drift|data` the same as `--if-drift` / `--if-new-data`."
+    trigger = kw.pop('trigger')
+    return fn(**{**kw, 'if_drift': kw['if_drift'] or trigger == 'drift', 'if_new_data': kw['if_new_data'] or trigger == 'data'})
 
-@verb("retrain", "gate new data, rerun the pipeline, promote the challenger only if it beats the champion", _retrain_args)
-def _retrain_verb(args, ctx):
-    return retrain(args.name, data=args.data, require_approval=args.require_approval,
-                   if_drift=args.if_drift or args.trigger == 'drift', if_new_data=args.if_new_data or args.trigger == 'data')
+verb("retrain", "gate new data, rerun the pipeline, promote the challenger only if it beats the champion", fn=retrain,
+     opts=dict(trigger=dict(extra=True, choices=["drift", "data", "schedule"], default="schedule",
+                            help="drift: only when served data drifted from the training data; data: only when the raw table "
+                                 "changed since its last version; schedule (default): always")),
+     call=_retrain_call)
 
-def _approve_args(p):
-    p.add_argument("name"); p.add_argument("version", type=int)
-
-@verb("approve", "approve a challenger that retrain left pending: promote it (the gate runs again)", _approve_args)
-def _approve_verb(args, ctx): return approve(args.name, args.version)
+verb("approve", "approve a challenger that retrain left pending: promote it (the gate runs again)", fn=approve)

@@ -6,15 +6,17 @@ Docs: https://mlnb.github.io/mlnb/scheduler.html.md"""
 
 # %% ../nbs/78_scheduler.ipynb #65d5e926
 from __future__ import annotations
-import argparse, datetime as dt, fcntl, json, os, shlex, subprocess, sys, time
+import datetime as dt, fcntl, json, os, shlex, subprocess, sys, time
 from contextlib import contextmanager
 from dataclasses import dataclass, asdict
 from pathlib import Path
+from typing import Literal
 from .core import MlnbError, MlnbUsageError, atomic_write, emit, html_table, need, verb
 from .config import Project, find_project, setting
 
 # %% auto #0
-__all__ = ['POLICIES', 'ScheduleError', 'Job', 'check_cron', 'ticks_between', 'Schedules', 'Scheduler', 'JobTable']
+__all__ = ['POLICIES', 'ScheduleError', 'Job', 'check_cron', 'ticks_between', 'Schedules', 'Scheduler', 'JobTable',
+           'schedule_add', 'schedule_list', 'schedule_remove', 'scheduler_run']
 
 # %% ../nbs/78_scheduler.ipynb #008f041f
 setting("scheduler.poll", 1.0, "Seconds between the embedded scheduler's checks for due jobs")
@@ -201,29 +203,43 @@ class JobTable(list):
         return '\n'.join(f"{r['name']:<16} {r['cron']:<16} {r['missed']:<5} {r['last_status'] or '-':<24} {r['command']}" for r in self)
     def _repr_html_(self): return html_table(self, ['name', 'cron', 'missed', 'last_tick', 'last_status', 'command'], caption="schedules")
 
-def _schedule_args(p):
-    sub = p.add_subparsers(dest="sub", required=True, metavar="{add,list,remove}")
-    a = sub.add_parser("add", help='add a job: schedule add NAME --cron "0 3 * * *" -- COMMAND ...', epilog="the command to run goes after --")
-    a.add_argument("name"); a.add_argument("--cron", required=True, help="cron expression (quote it)")
-    a.add_argument("--missed", choices=POLICIES, default="skip", help="runs missed while no scheduler ran: skip them, or run once")
-    a.add_argument("--replace", action="store_true", help="replace a job of the same name")
-    sub.add_parser("list", help="list the jobs")
-    r = sub.add_parser("remove", help="remove a job"); r.add_argument("name")
+def schedule_add(name:str, # The job's name, unique within the project
+                 cron:str, # When it runs: a cron expression, e.g. `"0 3 * * *"` (03:00 daily); a sixth, first field is seconds
+                 command:list[str], # The command and its arguments, run in the project root (on the command line: the words after `--`)
+                 missed:Literal['skip', 'once']='skip', # Runs missed while no scheduler ran: `skip` them, or run `once` at start-up
+                 replace:bool=False, # Replace a job of the same name
+                 project=None, # The project (default: the one at or above the current folder)
+                ) -> JobTable:
+    "Add a job that runs a command on a cron schedule (the command goes after `--`); returns the project's jobs."
+    Schedules(find_project(project)).add(name, cron, command, missed, replace)
+    return schedule_list(project)
 
-@verb("schedule", "scheduled jobs: `schedule add NAME --cron \"0 3 * * *\" -- mlnb retrain …`, `schedule list`, `schedule remove`", _schedule_args, passthrough=True)
-def _schedule_verb(args, ctx):
-    s = Schedules(find_project())
-    if args.sub == "add":
-        s.add(args.name, args.cron, args.passthrough, args.missed, args.replace)
-    elif args.sub == "remove": s.remove(args.name); return f"removed job '{args.name}'"
-    return JobTable([dict(asdict(j), command=shlex.join(j.command)) for j in s.jobs().values()])
+def schedule_list(project=None, # The project (default: the one at or above the current folder)
+                 ) -> JobTable:
+    "List the jobs, with how each last ran."
+    return JobTable([dict(asdict(j), command=shlex.join(j.command)) for j in Schedules(find_project(project)).jobs().values()])
 
-def _scheduler_args(p):
-    sub = p.add_subparsers(dest="sub", required=True, metavar="{run}")
-    r = sub.add_parser("run", help="run the embedded scheduler (Ctrl-C stops it)")
-    r.add_argument("--for", dest="until", type=float, help="stop after this many seconds")
-    r.add_argument("--poll", type=float, help="seconds between checks")
+def schedule_remove(name:str, # The job to remove
+                    project=None, # The project (default: the one at or above the current folder)
+                   ) -> str:
+    "Remove a job."
+    Schedules(find_project(project)).remove(name)
+    return f"removed job '{name}'"
 
-@verb("scheduler", "run the embedded scheduler of the project: `scheduler run [--for SECONDS]`", _scheduler_args)
-def _scheduler_verb(args, ctx):
-    Scheduler().run(until=args.until, poll=args.poll)
+def scheduler_run(until:float|None=None, # Stop after this many seconds (default: run until interrupted)
+                  poll:float|None=None, # Seconds between checks for due jobs (default: setting `scheduler.poll`)
+                  project=None, # The project (default: the one at or above the current folder)
+                 ):
+    "Run the embedded scheduler of the project (Ctrl-C stops it)."
+    Scheduler(find_project(project)).run(until=until, poll=poll)
+
+def _schedule_call(fn, kw, ctx):
+    if fn is not schedule_add: kw.pop('command', None)  # only `add` takes the words after `--`
+    return fn(**kw)
+
+verb("schedule", "scheduled jobs: `schedule add NAME --cron \"0 3 * * *\" -- mlnb retrain …`, `schedule list`, `schedule remove`",
+     sub={'add': schedule_add, 'list': schedule_list, 'remove': schedule_remove}, opts={'add.cron': dict(positional=False)},
+     call=_schedule_call, passthrough='command')
+
+verb("scheduler", "run the embedded scheduler of the project: `scheduler run [--for SECONDS]`", sub={'run': scheduler_run},
+     opts={'run.until': dict(flags=['--for'], metavar='SECONDS')});

@@ -1,4 +1,4 @@
-"""Batch and optimised inference: `mlnb predict NAME@ALIAS INPUT --out OUTPUT` scores CSV/Parquet files in resumable chunks through the server's prediction code, and `quantize_model` / `quantize_report` make and judge int8 torch models.
+"""Batch and optimised inference: `mlnb predict NAME@ALIAS INPUT --out OUTPUT` scores CSV/Parquet files in resumable chunks through the server's prediction code, and `quantize_report` judges an int8 torch model (made by `mlnb.quantize`) against fp32.
 
 Docs: https://mlnb.github.io/mlnb/scoring.html.md"""
 
@@ -9,107 +9,13 @@ from __future__ import annotations
 import copy, dataclasses, hashlib, json, os, time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from .core import MlnbError, MlnbUsageError, emit, html_table, need, verb
 from .config import Project, find_project, setting
+from .quantize import QUANTIZE_MODES, QuantizeError, quantize_model
 
 # %% auto #0
-__all__ = ['QUANTIZE_MODES', 'QuantizeError', 'quantize_model', 'ScoringError', 'PredictResult', 'predict_file', 'QuantizeReport',
-           'quantize_report']
-
-# %% ../nbs/71_scoring.ipynb #d2503e66
-QUANTIZE_MODES = ('int8',)
-
-class QuantizeError(MlnbError):
-    "A model that cannot be quantized: not a torch model, or an unsupported mode."
-
-def _quantize_module(m, mode:str):
-    torch = need('torch', extra='torch')
-    m = copy.deepcopy(m).to('cpu').eval()
-    eng = torch.backends.quantized
-    if eng.engine == 'none' or eng.engine not in eng.supported_engines:  # pick one this CPU has
-        eng.engine = next(e for e in ('x86', 'fbgemm', 'qnnpack', 'onednn') if e in eng.supported_engines)
-    import warnings
-    with warnings.catch_warnings():  # torch 2.x announces the move of eager quantization to torchao; the API still works
-        warnings.simplefilter('ignore', DeprecationWarning); warnings.filterwarnings('ignore', message='.*quantize_per_tensor')
-        return torch.ao.quantization.quantize_dynamic(m, {torch.nn.Linear}, dtype=torch.qint8)
-
-def _quantize_graph(gm, mode:str):
-    "A copy of a `torch.export` module (`pt2`: its layers inlined as `aten.linear` calls) with each such call on fixed weights made a dynamic int8 `Linear`."
-    import functools, sys
-    torch = sys.modules['torch']
-    gm = copy.deepcopy(gm).to('cpu').eval()
-    n = 0
-    for node in list(gm.graph.nodes):
-        if node.op != 'call_function' or node.target is not torch.ops.aten.linear.default: continue
-        x, w, *rest = node.args
-        b = rest[0] if rest else node.kwargs.get('bias')
-        if getattr(w, 'op', None) != 'get_attr' or (b is not None and getattr(b, 'op', None) != 'get_attr'): continue
-        W = functools.reduce(getattr, w.target.split('.'), gm)
-        B = functools.reduce(getattr, b.target.split('.'), gm) if b is not None else None
-        lin = torch.nn.Linear(W.shape[1], W.shape[0], bias=B is not None)
-        with torch.no_grad():
-            lin.weight.copy_(W)
-            if B is not None: lin.bias.copy_(B)
-        name = f"mlnb_{mode}_linear_{n}"
-        gm.add_submodule(name, _quantize_module(torch.nn.Sequential(lin), mode)[0])  # torch's own dynamic Linear
-        with gm.graph.inserting_before(node): new = gm.graph.call_module(name, (x,))
-        node.replace_all_uses_with(new); gm.graph.erase_node(node); n += 1
-    gm.graph.eliminate_dead_code(); gm.recompile()
-    return gm, n
-
-def _quantize_torch(m, mode:str):
-    "Quantize an `nn.Module`: its `nn.Linear` layers, or the `aten.linear` calls of an exported graph; an error if it has neither."
-    import sys
-    torch = sys.modules['torch']
-    if any(isinstance(x, torch.nn.Linear) for x in m.modules()): return _quantize_module(m, mode)
-    if isinstance(m, torch.fx.GraphModule):
-        q, n = _quantize_graph(m, mode)
-        if n: return q
-    raise QuantizeError(f"the {type(m).__name__} has no linear layers that {mode} dynamic quantization applies to",
-                        hint="dynamic quantization speeds up nn.Linear layers (MLPs, transformers); score this model without --quantize")
-
-def _torch_part(impl):
-    "The attribute of a pyfunc implementation that holds its torch module (`pytorch_model`, `pipeline.model`), or None."
-    import sys
-    if 'torch' not in sys.modules: return None
-    nn = sys.modules['torch'].nn
-    if isinstance(getattr(impl, 'pytorch_model', None), nn.Module): return 'pytorch_model'
-    if isinstance(getattr(getattr(impl, 'pipeline', None), 'model', None), nn.Module): return 'pipeline.model'
-    return None
-
-def _describe(model) -> str:
-    flavors = getattr(getattr(model, 'metadata', None), 'flavors', None)
-    if flavors: return ' / '.join(f for f in flavors if f != 'python_function') or 'python_function'
-    return type(model).__name__
-
-def quantize_model(model, # A torch `nn.Module`, an MLflow pyfunc model (pytorch or transformers flavor), or a `ModelSlot`
-                   mode:str="int8", # The quantization: `int8` (dynamic, `nn.Linear` layers, CPU)
-                  ):
-    "A quantized copy of `model`, of the same kind (module, pyfunc or slot); `MlnbError` for non-torch models."
-    if mode not in QUANTIZE_MODES:
-        raise QuantizeError(f"unsupported quantization mode {mode!r}", hint=f"choose from: {', '.join(QUANTIZE_MODES)}")
-    if hasattr(model, 'model') and hasattr(model, 'version') and hasattr(model, 'schema'):  # a serving ModelSlot
-        return dataclasses.replace(model, model=quantize_model(model.model, mode))
-    import sys
-    if 'torch' in sys.modules and isinstance(model, sys.modules['torch'].nn.Module): return _quantize_torch(model, mode)
-    impl = getattr(model, '_model_impl', None)
-    part = _torch_part(impl) if impl is not None else None
-    if part is None:
-        raise QuantizeError(f"--quantize {mode} needs a torch model, and this one is {_describe(model)}",
-                            hint="quantize only models of the pytorch or transformers flavor; score this one without --quantize")
-    import mlflow.pyfunc
-    new = copy.copy(impl)
-    if part == 'pytorch_model':
-        new.pytorch_model = _quantize_torch(impl.pytorch_model, mode)
-        if hasattr(new, 'device'): new.device = 'cpu'
-    else:
-        new.pipeline = copy.copy(impl.pipeline); new.pipeline.model = _quantize_torch(impl.pipeline.model, mode)
-        if hasattr(new.pipeline, 'device'): new.pipeline.device = sys.modules['torch'].device('cpu')
-    out = mlflow.pyfunc.PyFuncModel(model_meta=model.metadata, model_impl=new, predict_fn=model._predict_fn.__name__,
-                                    model_id=getattr(model, '_model_id', None))
-    out._mlnb_quantized = mode
-    return out
+__all__ = ['ScoringError', 'PredictResult', 'predict_file', 'QuantizeReport', 'quantize_report']
 
 # %% ../nbs/71_scoring.ipynb #185075ef
 setting("predict.chunk_size", 10000, "Rows per chunk of `mlnb predict`: each chunk is scored and saved on its own, so a re-run resumes after the last one saved")
@@ -292,12 +198,12 @@ def _load(model:str, quantize:str|None, prj:Project):
     return slot
 
 def predict_file(model:str, # The registered model: `NAME@ALIAS`, `NAME/VERSION` or `NAME` (`@champion`)
-                 input, # A CSV or Parquet file, a folder of them, or a DataFrame
-                 out:str|Path, # The output file: `.csv`, `.parquet` or `.pq`
+                 input:str|Path|pd.DataFrame, # A CSV or Parquet file, a folder of them, or a DataFrame (in a notebook: its name)
+                 out:str|Path, # The output file: `.csv`, `.parquet` or `.pq` (finished chunks wait in `OUT.parts/` until it is written)
                  *, chunk_size:int|None=None, # Rows per chunk (setting `predict.chunk_size`)
                  max_batch:int|None=None, # Most rows per model call (setting `predict.max_batch`)
-                 quantize:str|None=None, # `int8`: score with a dynamically quantized copy of a torch model
-                 id_column:str|None=None, # A column of the input to copy into the output to identify rows
+                 quantize:Literal['int8']|None=None, # `int8`: score with a dynamically quantized copy of a torch model (CPU)
+                 id_column:str|None=None, # A column of the input to copy into the output to identify rows (default: the row number)
                  project=None, # The project (default: the one at or above the current folder)
                 ) -> PredictResult:
     "Score `input` with a registered model in resumable chunks and write the predictions to `out` atomically."
@@ -412,15 +318,15 @@ def _log_report(rep:QuantizeReport) -> bool:
         mlflow.log_metrics(rep.metrics()); return True
     return False
 
-def quantize_report(model:str, # The registered model: `NAME@ALIAS`, `NAME/VERSION` or `NAME`
-                    holdout, # A DataFrame with the target column, a CSV/Parquet file, or `(X, y)`
+def quantize_report(model:str, # The registered torch model: `NAME@ALIAS`, `NAME/VERSION` or `NAME`
+                    holdout:str|Path|pd.DataFrame, # A CSV/Parquet file or a DataFrame with the target column (in a notebook: its name), or `(X, y)`
                     target:str|None=None, # The target column (setting `registry.target`)
-                    *, mode:str="int8", # The quantization
-                    metric:str|None=None, # A gate metric: accuracy, f1, r2, rmse, ... (setting `registry.metric`)
+                    *, mode:Literal['int8']="int8", # The quantization
+                    metric:str|None=None, # A gate metric: accuracy, f1, precision, recall, r2, rmse, mae or mse (setting `registry.metric`)
                     repeats:int=5, # Timed measures of each model, alternated
                     min_seconds:float=0.2, # Least time of one measure (whole passes over the holdout)
                     max_batch:int|None=None, # Most rows per model call (setting `predict.max_batch`)
-                    project=None, # The project
+                    project=None, # The project (default: the one at or above the current folder)
                    ) -> QuantizeReport:
     "Speed and metric of a torch model and its quantized copy on a holdout: emitted, and logged to the active run."
     import statistics
@@ -447,29 +353,6 @@ def quantize_report(model:str, # The registered model: `NAME@ALIAS`, `NAME/VERSI
     return rep
 
 # %% ../nbs/71_scoring.ipynb #5a4f8081
-def _predict_args(p):
-    p.add_argument("model", help="the registered model: NAME@ALIAS (e.g. cancer@champion), NAME/VERSION or NAME")
-    p.add_argument("input", help="a CSV or Parquet file, or a folder of them (in a notebook: also a DataFrame's name)")
-    p.add_argument("--out", required=True, help="the output file, .csv or .parquet (finished chunks wait in OUT.parts/ until it is written)")
-    p.add_argument("--chunk-size", type=int, help="rows per chunk (default: setting predict.chunk_size)")
-    p.add_argument("--max-batch", type=int, help="most rows per model call (default: setting predict.max_batch)")
-    p.add_argument("--quantize", choices=QUANTIZE_MODES, help="score with a dynamically quantized copy of a torch model (CPU)")
-    p.add_argument("--id-column", help="an input column to copy into the output (default: the row number)")
-
-@verb("predict", "score a CSV/Parquet file or folder with a registered model, in resumable chunks: NAME@ALIAS INPUT --out OUTPUT", _predict_args)
-def _predict_verb(args, ctx):
-    inp = ctx.resolve(args.input)
-    return predict_file(args.model, inp, args.out, chunk_size=args.chunk_size, max_batch=args.max_batch,
-                        quantize=args.quantize, id_column=args.id_column)
-
-def _qreport_args(p):
-    p.add_argument("model", help="the registered torch model: NAME@ALIAS, NAME/VERSION or NAME")
-    p.add_argument("holdout", help="a CSV or Parquet file with the target column (in a notebook: also a DataFrame's name)")
-    p.add_argument("--target", help="the target column (default: setting registry.target)")
-    p.add_argument("--metric", help="accuracy, f1, precision, recall, r2, rmse, mae or mse (default: setting registry.metric)")
-    p.add_argument("--mode", default="int8", choices=QUANTIZE_MODES, help="the quantization")
-    p.add_argument("--repeats", type=int, default=5, help="timed measures of each model")
-
-@verb("quantize-report", "int8 against fp32 for a registered torch model: rows/s and the metric on a holdout", _qreport_args)
-def _qreport_verb(args, ctx):
-    return quantize_report(args.model, ctx.resolve(args.holdout), args.target, mode=args.mode, metric=args.metric, repeats=args.repeats)
+verb("predict", "score a CSV/Parquet file or folder with a registered model, in resumable chunks: NAME@ALIAS INPUT --out OUTPUT",
+     predict_file, opts=dict(out=dict(positional=False)))
+verb("quantize-report", "int8 against fp32 for a registered torch model: rows/s and the metric on a holdout", quantize_report);

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio, collections, itertools, json, logging, os, random, sys, threading, time, uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from .core import MlnbError, MlnbUsageError, emit, html_table, need, verb
 from .config import Project, find_project, setting
 from .batching import Batcher, LRUCache, PredictionLog, add_feedback, dumps_bytes, loads_bytes, served_log, served_path
@@ -82,8 +82,8 @@ def resolve_version(prj:Project, # The project
                     version:int|None=None, # A version number (when `alias` is None)
                    ):
     "The registry's `ModelVersion` for `name@alias` (or `name/version`)."
-    from mlnb.registry import _client, _version, RegistryError
-    try: return _version(_client(prj), name, f"@{alias}" if alias else version)
+    from mlnb.registry import registry_client, model_version, RegistryError
+    try: return model_version(registry_client(prj), name, f"@{alias}" if alias else version)
     except RegistryError as e: raise ServeError(e.message, e.hint) from None
 
 def load_slot(prj:Project, # The project
@@ -273,7 +273,7 @@ class ModelServer:
     def _load(self, alias, version) -> ModelSlot:
         slot = load_slot(self.prj, self.name, alias, version)
         if self.quantize:
-            from .scoring import quantize_model
+            from mlnb.quantize import quantize_model
             slot = quantize_model(slot, self.quantize)
         return slot
 
@@ -811,11 +811,24 @@ def serve(target:str, # `NAME@ALIAS`, `NAME/VERSION` or `NAME` (`@champion`)
           port:int|None=None, # Port (setting `serve.port`); 0 picks a free one
           workers:int|None=None, # Processes (setting `serve.workers`); foreground only
           background:bool=False, # Run in a thread of this process and return a `ServerHandle`
-          project=None, # The project
-          log_level:str|None=None, # uvicorn's log level (default: info in the foreground, warning in the background)
-          **opts, # `ModelServer` options: max_batch, max_wait_ms, cache_size, poll_s, log_predictions, api_key, max_body_kb, challenger, split, shadow, quantize
+          max_batch:int|None=None, # Most rows in one model call (setting `serve.max_batch`)
+          max_wait_ms:float|None=None, # Longest wait for a batch to fill, in milliseconds (setting `serve.max_wait_ms`)
+          cache_size:int|None=None, # LRU cache entries, 0 for none (setting `serve.cache_size`)
+          poll_s:float|None=None, # Seconds between alias checks, 0 for only `POST /reload` (setting `serve.poll_s`)
+          log_predictions:bool|None=None, # Append predictions to the prediction log (setting `serve.log_predictions`)
+          api_key:str|None=None, # Required `X-API-Key` header (setting `serve.api_key`)
+          max_body_kb:int|None=None, # Largest request body in KiB (setting `serve.max_body_kb`)
+          challenger:str|None=None, # Another alias (`challenger`) or version (`3`) of the same model, for `split` or `shadow`
+          split:float|None=None, # Fraction of requests the challenger answers instead (traffic split), e.g. 0.1
+          shadow:bool=False, # The challenger also scores a copy of every request, off the response path; its outputs go only to the prediction log
+          quantize:Literal['int8']|None=None, # `int8`: torch dynamic quantization of the loaded torch model(s), CPU
+          project=None, # The project (default: the one at or above the current folder)
+          log_level:Literal['critical', 'error', 'warning', 'info', 'debug', 'trace']|None=None, # uvicorn's log level (default: info in the foreground, warning in the background)
          ) -> ServerHandle|None:
     "Serve a registered model over HTTP with FastAPI and uvicorn."
+    opts = {k: v for k, v in dict(max_batch=max_batch, max_wait_ms=max_wait_ms, cache_size=cache_size, poll_s=poll_s,
+                                  log_predictions=log_predictions, api_key=api_key, max_body_kb=max_body_kb, challenger=challenger,
+                                  split=split, shadow=shadow or None, quantize=quantize).items() if v is not None}  # `ModelServer` options; unset: its settings
     need('uvicorn', extra='serve')
     import uvicorn
     prj = find_project(project)
@@ -868,30 +881,15 @@ def stop_servers(port:int|None=None, # Only the server on this port
     return [h.url for h in hs]
 
 # %% ../nbs/70_serving.ipynb #2e73d4f1
-def _serve_args(p):
-    p.add_argument("target", help="NAME@ALIAS (e.g. cancer@champion), NAME/VERSION, or `stop` (notebook servers)")
-    p.add_argument("--host", help="interface (default: setting serve.host, 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (default: setting serve.port; 0: a free one)")
-    p.add_argument("--workers", type=int, help="server processes (default: setting serve.workers)")
-    p.add_argument("--max-batch", type=int, help="rows per model call (default: setting serve.max_batch)")
-    p.add_argument("--max-wait-ms", type=float, help="longest wait for a batch to fill (default: setting serve.max_wait_ms)")
-    p.add_argument("--cache-size", type=int, help="LRU cache entries (default: setting serve.cache_size)")
-    p.add_argument("--poll-s", type=float, help="seconds between alias checks (default: setting serve.poll_s)")
-    p.add_argument("--api-key", help="required X-API-Key header (default: setting serve.api_key)")
-    p.add_argument("--challenger", help="another alias (e.g. challenger) or version of the model, for --split or --shadow")
-    p.add_argument("--split", type=float, help="fraction of requests the challenger answers (e.g. 0.1)")
-    p.add_argument("--shadow", action="store_true", help="the challenger scores a copy of every request; its outputs go only to the prediction log")
-    p.add_argument("--quantize", choices=["int8"], help="int8: torch dynamic quantization of the loaded torch model (CPU)")
-    p.add_argument("--foreground", action="store_true", help="in a notebook: block instead of serving in the background")
-
-@verb("serve", "serve a registered model over HTTP (FastAPI): NAME@ALIAS, with batching, hot swap and metrics", _serve_args,
-      view="mlnb.widgets_registry:make_serve_view")
-def _serve_verb(args, ctx):
-    if args.target == 'stop':
-        urls = stop_servers(args.port)
+def _serve_call(fn, kw, ctx):
+    if kw['target'] == 'stop':  # `serve stop [--port P]`: the notebook's background servers
+        urls = stop_servers(kw['port'])
         return f"stopped {', '.join(urls)}" if urls else "no server was running"
-    opts = {k: v for k, v in dict(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, cache_size=args.cache_size,
-                                  poll_s=args.poll_s, api_key=args.api_key, challenger=args.challenger, split=args.split,
-                                  shadow=args.shadow or None, quantize=args.quantize).items() if v is not None}
-    bg = ctx.face == 'magic' and not args.foreground
-    return serve(args.target, host=args.host, port=args.port, workers=args.workers, background=bg, **opts)
+    foreground = kw.pop('foreground')  # a notebook serves in the background unless told, a terminal in the foreground
+    return fn(**kw, background=ctx.face == 'magic' and not foreground)
+
+verb("serve", "serve a registered model over HTTP (FastAPI): NAME@ALIAS, with batching, hot swap and metrics", serve, call=_serve_call,
+     opts=dict(target=dict(help="NAME@ALIAS (e.g. cancer@champion), NAME/VERSION or NAME; or `stop`: stop the notebook's background servers (--port: the one on that port)"),
+               background=dict(skip=True),
+               foreground=dict(extra=True, action='store_true', help="in a notebook: block instead of serving in the background")),
+     view="mlnb.widgets_registry:make_serve_view");

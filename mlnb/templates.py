@@ -14,7 +14,7 @@ from .project import STARTER_FILES, git_commit, init
 
 # %% auto #0
 __all__ = ['CLASSIFICATION_STAGES', 'SETUPS', 'TEMPLATE_SETTINGS', 'TemplateError', 'templates_dir', 'template_names',
-           'use_template']
+           'use_template', 'init_project']
 
 # %% ../nbs/77_templates.ipynb #c1c62289
 class TemplateError(MlnbError):
@@ -54,7 +54,7 @@ def _classification(prj:Project, step):
     import pandas as pd
     from sklearn.datasets import load_breast_cancer
     from mlnb import data as mdata, quality
-    from mlnb.pipelines import pipeline_add, _repo
+    from mlnb.pipelines import pipeline_add, project_repo
     raw = prj.root/'data'/'raw.csv'
     if not raw.exists():
         df = load_breast_cancer(as_frame=True).frame
@@ -67,7 +67,7 @@ def _classification(prj:Project, step):
     if not (prj.root/'data'/'raw.csv.dvc').exists():
         mdata.add('data/raw.csv', message="raw data of the classification template", root=prj.root)
         step("data: versioned data/raw.csv with DVC")
-    _, repo = _repo(prj)
+    _, repo = project_repo(prj)
     try: have = {getattr(s, 'name', None) for s in repo.index.stages}
     finally: repo.close()
     for nb, deps, outs, metrics, section in CLASSIFICATION_STAGES:
@@ -84,12 +84,13 @@ TEMPLATE_SETTINGS = {  # what a template's new mlnb.toml sets besides `tracking.
 def use_template(path:str|Path, # The project folder (made with `init` if it is not a project yet)
                  name:str="classification", # The template
                  requirement:str|None=None, # The mlnb requirement `requirements.txt` pins for CI (default: the mlnb running now, `mlnb_requirement()`)
+                 settings:dict|None=None, # Values a new `mlnb.toml` gets besides the template's (`{'tracking.experiment': 'churn'}`)
                 ) -> Project:
     "Lay template `name` into the project at `path` and commit it whole; what the project already has is kept."
     names = template_names()
     if name not in names: raise TemplateError(f"no template named '{name}'", hint=f"templates: {', '.join(names)}")
     p = Path(path).expanduser().resolve()
-    prj = init(p, settings={'tracking.experiment': p.name, **TEMPLATE_SETTINGS.get(name, {})})
+    prj = init(p, settings={'tracking.experiment': p.name, **TEMPLATE_SETTINGS.get(name, {}), **(settings or {})})
     def step(msg): emit('init.step', msg=msg, path=str(prj.root))
     added = _copy_tree(templates_dir()/name, prj.root)
     if added: step(f"template {name}: added {', '.join(added)}")
@@ -100,8 +101,8 @@ def use_template(path:str|Path, # The project folder (made with `init` if it is 
                           "# Point it at a version, wheel or VCS URL your CI can reach: mlnb init --template NAME --requirement '...'\n" + pin + "\n")
         step(f"requirements.txt: {pin}")
     if name in SETUPS: SETUPS[name](prj, step)
-    from mlnb.pipelines import _repo, record_files
-    _, repo = _repo(prj)
+    from mlnb.pipelines import project_repo, record_files
+    _, repo = project_repo(prj)
     try: pipeline = record_files(prj, repo.index.stages)
     finally: repo.close()
     laid = ['mlnb.toml', '.gitignore', '.dvc', '.dvcignore', 'requirements.txt', 'data', *added, *pipeline,
@@ -111,12 +112,14 @@ def use_template(path:str|Path, # The project folder (made with `init` if it is 
     return prj
 
 # %% ../nbs/77_templates.ipynb #501b8bc9
-def _init_args(p):
-    p.add_argument("path", nargs="?", default=".", help="the project folder (default: the current one)")
-    p.add_argument("--template", help="lay a template project into it (e.g. classification)")
-    p.add_argument("--requirement", help="with --template: the mlnb requirement requirements.txt pins for CI (default: the mlnb running now)")
+def init_project(path:str|Path=".", # The project folder, created if missing
+                 template:str|None=None, # Lay this template project into it (`classification`; `template_names()` lists them)
+                 requirement:str|None=None, # With `template`: the mlnb requirement its `requirements.txt` pins for CI (default: the mlnb running now)
+                 settings:dict|None=None, # Values a new `mlnb.toml` gets instead of the defaults, e.g. `tracking.experiment=churn`; an existing one is never rewritten
+                ) -> Project:
+    "Make (or check) an mlnb project at `path` with `init`; with `template`, lay that template into it with `use_template`."
+    if requirement and not template: raise MlnbUsageError("--requirement goes with --template", hint="mlnb init --template classification --requirement 'mlnb @ git+https://…'")
+    return use_template(path, template, requirement, settings) if template else init(path, settings)
 
-@verb("init", "make (or check) an mlnb project here or at PATH: git, DVC + local remote, MLflow store, mlnb.toml; --template classification", _init_args)
-def _init_verb(args, ctx):
-    if args.requirement and not args.template: raise MlnbUsageError("--requirement goes with --template", hint="mlnb init --template classification --requirement 'mlnb @ git+https://…'")
-    return use_template(args.path, args.template, args.requirement) if args.template else init(args.path)
+verb("init", "make (or check) an mlnb project here or at PATH: git, DVC + local remote, MLflow store, mlnb.toml; --template classification",
+     init_project, opts=dict(path=dict(positional=True)));

@@ -11,7 +11,7 @@ import traceback as _tb
 from pathlib import Path
 from .core import MlnbError, MlnbUsageError, emit, events, html_table, need, verb
 from .config import Project, find_project, setting
-from .logger import EXIT_HOOKS, MetricError, StoreError, _alive, buffer, metric_value, mlflow_client
+from .logger import EXIT_HOOKS, MetricError, StoreError, process_alive, buffer, metric_value, mlflow_client
 
 # %% auto #0
 __all__ = ['NoActiveRun', 'ArtifactError', 'active_run', 'git_info', 'notebook_path', 'pip_freeze', 'versions', 'dvc_hashes',
@@ -285,7 +285,7 @@ class Run:
         i, t = r.info, r.data.tags
         if i.lifecycle_stage == 'deleted': raise MlnbUsageError(f"run {i.run_id[:8]} is deleted", hint="restore it with `mlflow runs restore` or start a new run")
         if (i.status == 'RUNNING' and t.get('mlnb.host') == socket.gethostname() and t.get('mlnb.pid', '').isdigit()
-                and int(t['mlnb.pid']) != os.getpid() and _alive(int(t['mlnb.pid']), i.start_time)):
+                and int(t['mlnb.pid']) != os.getpid() and process_alive(int(t['mlnb.pid']), i.start_time)):
             raise MlnbUsageError(f"run {i.run_id[:8]} is open in process {t['mlnb.pid']}", hint="end it there first, or start a new run")
         exp = c.get_experiment(i.experiment_id).name
         if self.experiment and self.experiment != exp:
@@ -635,11 +635,12 @@ def track(code:str, # The cell body
           ns:dict, # The notebook namespace it runs in
           experiment:str|None=None, # MLflow experiment (default: the `tracking.experiment` setting)
           name:str|None=None, # The run's name
-          params:list[str]|None=None, # Names of notebook variables to log as params
-          tags:dict|None=None, # Tags set at the start
-          resume:str|None=None, # Reopen this existing run instead of starting a new one
+          params:list[str]|None=None, # Notebook variables (or dotted `cfg.lr`) whose values at the cell's end are logged as params: `lr,epochs`
+          tags:dict|str|None=None, # Tags set at the start: a dict, or `key=value` pairs separated by commas (`team=cv,stage=dev`)
+          resume:str|None=None, # Reopen this existing run (its id or a unique prefix) instead of starting a new one
          ) -> Run:
     "Run `code` as one mlnb run, with the values the variables named in `params` hold when the cell ends logged as params."
+    if isinstance(tags, str): tags = parse_tags(tags)
     with Run(experiment, name, None, tags, namespace=ns, resume=resume) as r:
         try: run_cell(code, ns)
         finally: missing = _log_cell_params(r, params or [], ns)  # a failed cell's run keeps the values it got to
@@ -678,19 +679,18 @@ def _cell_names(code:str) -> list[str]:
     V().visit(tree)
     return list(dict.fromkeys(out))
 
-def _track_args(p):
-    p.add_argument("--experiment", "-e", help="MLflow experiment (default: the tracking.experiment setting)")
-    p.add_argument("--name", "-n", help="the run's name")
-    p.add_argument("--params", "-p", help="comma-separated notebook variables to log as params: lr,epochs")
-    p.add_argument("--tags", "-t", help="comma-separated key=value tags")
-    p.add_argument("--resume", "-r", metavar="RUN_ID", help="reopen this run (id or unique prefix) instead of starting a new one")
-
-@verb("track", "run a notebook cell as an MLflow run (%%mlnb track): FINISHED, FAILED with traceback, or KILLED", _track_args, cell=True)
-def _track_verb(args, ctx):
+def _track_cell(fn, kw, ctx):
+    "`%%mlnb track`: the cell body and the notebook's namespace are `track`'s `code` and `ns`."
     if ctx.cell is None or ctx.namespace is None:
         raise MlnbUsageError("`track` runs a notebook cell: put `%%mlnb track ...` on the first line of the cell",
                              hint="in Python use `with mlnb.run(...) as run:`")
-    return track(ctx.cell, ctx.namespace, args.experiment, args.name, _split(args.params), parse_tags(args.tags), args.resume)
+    return fn(ctx.cell, ctx.namespace, **kw)
+
+verb("track", "run a notebook cell as an MLflow run (%%mlnb track): FINISHED, FAILED with traceback, or KILLED", fn=track, cell=True,
+     call=_track_cell, opts=dict(code=dict(skip=True), ns=dict(skip=True), experiment=dict(flags=['--experiment', '-e']),
+                                 name=dict(flags=['--name', '-n']), params=dict(flags=['--params', '-p'], metavar='NAME'),
+                                 tags=dict(flags=['--tags', '-t'], kind='str', metavar='KEY=VALUE,...'),
+                                 resume=dict(flags=['--resume', '-r'], metavar='RUN_ID')))
 
 # %% ../nbs/10_track.ipynb #4b1f6a6e
 def _dur(info) -> str:
@@ -798,8 +798,10 @@ class RunsComparison:
                 + f"<div class='mlnb-curves' style='display:flex;flex-wrap:wrap;gap:8px'>{charts}</div>")
 
 def runs(experiment:str|None=None, # Only this experiment's runs (default: every experiment)
-         compare:list[str]|None=None, # Two or more run ids (or unique prefixes of 4+ characters) to compare
+         compare:list[str]|None=None, # Two or more run ids (or unique prefixes of 4+ characters) to compare: their params diff and metric curves
          max_results:int=50, # At most this many runs, newest first
+         sort:str|None=None, # Sort the table by this column (e.g. `metrics.loss`), largest first
+         ascending:bool=False, # With `sort`: smallest first
          project:str|Path|Project|None=None, # The project (default: the current directory's)
         ) -> RunsTable|RunsComparison:
     "The runs of the project's tracking store as a table, or a comparison of the runs in `compare`."
@@ -824,18 +826,9 @@ def runs(experiment:str|None=None, # Only this experiment's runs (default: every
         return RunsComparison(RunsTable(rows, cols, "compared runs"), params, curves)
     rs = c.search_runs(exp_ids, max_results=max_results, order_by=['attributes.start_time DESC']) if exp_ids else []
     rows, cols = _rows(rs, names)
-    return RunsTable(rows, cols, f"runs of {'experiment ' + repr(experiment) if experiment else prj.name}")
+    t = RunsTable(rows, cols, f"runs of {'experiment ' + repr(experiment) if experiment else prj.name}")
+    return t.sort(sort, descending=not ascending) if sort else t
 
-def _runs_args(p):
-    p.add_argument("--experiment", "-e", help="only this experiment's runs")
-    p.add_argument("--compare", "-c", nargs='+', metavar="ID", help="compare these runs (ids or unique prefixes): params diff and metric curves")
-    p.add_argument("--max", type=int, default=50, help="at most this many runs, newest first (default 50)")
-    p.add_argument("--sort", help="sort the table by this column (e.g. metrics.loss)")
-    p.add_argument("--ascending", action="store_true", help="sort smallest first")
-
-@verb("runs", "the runs of the tracking store as a sortable table, or --compare ID ID: params diff and metric curves",
-      _runs_args, view="mlnb.widgets_runs:make_view")
-def _runs_verb(args, ctx):
-    res = runs(args.experiment, args.compare, args.max)
-    if args.sort and isinstance(res, RunsTable): res = res.sort(args.sort, descending=not args.ascending)
-    return res
+verb("runs", "the runs of the tracking store as a sortable table, or --compare ID ID: params diff and metric curves", fn=runs,
+     view="mlnb.widgets_runs:make_view", opts=dict(experiment=dict(flags=['--experiment', '-e']), compare=dict(flags=['--compare', '-c'], metavar='ID'),
+                                                  max_results=dict(flags=['--max'], metavar='N')))

@@ -10,7 +10,7 @@ import hashlib, io, json, math, os, random, threading, time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 from .core import MlnbError, MlnbUsageError, emit, events, html_table, need, verb
 from .config import setting
 from .logger import tune_malloc  # light (no MLflow): declares `perf.malloc_tuning` before a project's settings are read
@@ -988,30 +988,39 @@ def _length(ds, what):
     if n == 0: raise TrainError(f"{what} is empty", hint="pass at least one sample")
     return n
 
+def _read_data(v, what:str):
+    "`v` read as a DataFrame when it names a table file (CSV, TSV, Parquet, JSONL); anything else as it is."
+    if not isinstance(v, (str, Path)): return v
+    from mlnb.data import read_table, table_kind
+    kind = table_kind(v)
+    if kind is None: raise TrainError(f"{what} '{v}' is not a table file", hint="pass the data itself, or a .csv, .tsv, .parquet or .jsonl file")
+    if not Path(v).is_file(): raise TrainError(f"no {what} file at {v}", hint="check the path")
+    return read_table(v, kind, str(v))
+
 def train(model, # A torch `nn.Module`, a Hugging Face sequence classifier (or its local folder), or a scikit-learn estimator
-          data, # Dataset, DataLoader, `(X, y)` arrays/tensors, DataFrame (with `target`); texts for HF models
+          data, # Dataset, DataLoader, `(X, y)` arrays/tensors, DataFrame (with `target`) or a table file (CSV, TSV, Parquet, JSONL); texts for HF models
           *,
-          val=None, # Validation data of the same kind, or a fraction (0.2) of `data` to hold out
+          val=None, # Validation data of the same kind (or a table file), or a fraction (0.2) of `data` to hold out
           target:str|None=None, # The label column of DataFrame data
           epochs:int=1, # Passes over the data
           batch_size:int=32, # The global batch (split over processes under DDP)
           lr:float=1e-3, # Learning rate
-          optimizer='adamw', # 'adamw', 'adam', 'sgd', 'rmsprop', a torch optimizer class, or `fn(params)`
-          scheduler=None, # None, 'cosine', 'linear', 'onecycle', a scheduler, or `fn(optimizer, total_steps)`
-          loss=None, # None (the default for the labels), a name, or `fn(output, labels)`
-          metrics=None, # Epoch metrics on `val`: names (`accuracy`, `f1`, `mse`...) or `fn(y_true, y_pred)`
-          precision:str="auto", # 'auto' (bf16 where supported), 'bf16', 'fp16' or 'fp32'
+          optimizer:str|Callable='adamw', # 'adamw', 'adam', 'sgd', 'rmsprop', a torch optimizer class, or `fn(params)`
+          scheduler:str|Callable|None=None, # None, 'cosine', 'linear', 'onecycle', a scheduler, or `fn(optimizer, total_steps)`
+          loss:str|Callable|None=None, # None (the default for the labels), a name (`cross_entropy`, `mse`...), or `fn(output, labels)`
+          metrics:list|str|None=None, # Epoch metrics on `val`: names (`accuracy,f1`, `mse`...) or `fn(y_true, y_pred)`
+          precision:Literal['auto', 'bf16', 'fp16', 'fp32']="auto", # 'auto' (bf16 where supported), 'bf16', 'fp16' or 'fp32'
           compile:bool=False, # `torch.compile` the model
           grad_accum:int=1, # Micro-batches per optimizer step
           clip:float|None=None, # Clip the gradient norm to this
-          early_stopping=None, # Patience in epochs (on val_loss), or dict(metric=, patience=, mode=, min_delta=)
+          early_stopping:int|dict|None=None, # Patience in epochs (on val_loss), or dict(metric=, patience=, mode=, min_delta=)
           checkpoint_every:int|None=None, # Steps between checkpoints (also one at each epoch end)
           resume=True, # Resume this call's last checkpoint (True), start over (False), or a checkpoint path
-          devices="auto", # 'auto', 'cuda', 'mps' or 'cpu'
+          devices:str="auto", # 'auto', 'cuda' ('cuda:N'), 'mps' or 'cpu'
           seed:int=0, # Seeds Python, NumPy, torch and the data order
           callbacks=(), # Functions called with each `train.*` event
           gpus:int|None=None, # Processes for DDP (Accelerate's notebook launcher); on CPU, gloo processes
-          tokenizer=None, # HF tokenizer (or its local folder), for text data
+          tokenizer=None, # HF tokenizer (or its local folder), for text data (default: the model's own)
           text:str='text', # The text column of a DataFrame, for HF models
           max_length:int=128, # Tokens per text, for HF models
           experiment:str|None=None, # MLflow experiment (default: the project's)
@@ -1028,6 +1037,7 @@ def train(model, # A torch `nn.Module`, a Hugging Face sequence classifier (or i
     project = find_project(project)
     for n, v in dict(epochs=epochs, batch_size=batch_size, grad_accum=grad_accum).items():
         if not isinstance(v, int) or v < 1: raise TrainError(f"{n} must be a positive integer, got {v!r}", hint=f"e.g. {n}=1")
+    data, val = _read_data(data, 'training data'), _read_data(val, 'validation data')
     if checkpoint_every is None: checkpoint_every = project.settings.get('training.checkpoint_every') or None
     tune_malloc(project.settings.get('perf.malloc_tuning', True))  # no page faults per step from heap trimming (mlnb.logger)
     c = dict(experiment=experiment, name=name, track=track, log_model=log_model)
@@ -1131,17 +1141,18 @@ def _ddp_worker(model, ds, vs, c, root, tok, out, q=None):
     import mlnb.logger as L
     from mlnb.config import Project
     torch = need('torch')
-    L._BUFFER = None  # the parent's flush thread and writer process do not survive the fork
+    L.after_fork()  # the parent's flush thread and writer process do not survive the fork
     rank = int(os.environ.get('RANK', '0'))
     fwd = _Forward(q) if q is not None and rank == 0 else None
-    events._subs = [('*', fwd)] if fwd is not None else []  # the notebook's views and renderers live in the parent
+    events.keep(lambda f: False)  # the notebook's views and renderers live in the parent
+    if fwd is not None: events.on('*', fwd)
     o = _fit(model, ds, vs, c, Project(root), distributed=True)
     if o['main']:
         r = _finish(o, c, tok, c['ckpt_path'])
         torch.save(dict(state={k: v.cpu() for k, v in o['raw'].state_dict().items()}, metrics=r.metrics, run_id=r.run_id,
                         history=r.history, steps=r.steps, sps=r.samples_per_s, stopped=r.stopped, resumed_from=r.resumed_from,
                         model_uri=r.model_uri), out)
-        if L._BUFFER is not None: L._BUFFER.close()
+        L.close_buffer()
     if fwd is not None: fwd.close()
 
 def _train_ddp(model, ds, vs, c, project, n, tok) -> TrainResult:
@@ -1195,62 +1206,24 @@ def launch_script(script, # A Python training script
     if r.returncode: raise TrainError(f"the training script {script} exited with {r.returncode}", hint="see its output above")
     return ScriptRun(cmd, r.returncode)
 
-def _num_or_name(v):
-    if v is None: return None
-    try: return float(v)
-    except ValueError: return v
-
-def _train_args(p):
-    p.add_argument('model', help="a notebook variable (nn.Module, Hugging Face model, scikit-learn estimator), a local HF model folder, or SCRIPT.py to launch")
-    p.add_argument('--data', help="training data: a notebook variable (Dataset, DataLoader, (X, y), DataFrame), or a CSV/Parquet file")
-    p.add_argument('--val', help="validation data (a variable or a file), or a fraction of --data such as 0.2")
-    p.add_argument('--target', help="the label column of DataFrame data")
-    p.add_argument('--epochs', type=int, default=1)
-    p.add_argument('--batch-size', type=int, default=32)
-    p.add_argument('--lr', type=float, default=1e-3)
-    p.add_argument('--optimizer', default='adamw')
-    p.add_argument('--scheduler')
-    p.add_argument('--loss')
-    p.add_argument('--metrics', help="comma-separated, e.g. accuracy,f1")
-    p.add_argument('--precision', default='auto', choices=['auto', 'bf16', 'fp16', 'fp32'])
-    p.add_argument('--compile', action='store_true')
-    p.add_argument('--grad-accum', type=int, default=1)
-    p.add_argument('--clip', type=float)
-    p.add_argument('--early-stopping', type=int, metavar='PATIENCE')
-    p.add_argument('--checkpoint-every', type=int, metavar='STEPS')
-    p.add_argument('--no-resume', action='store_true', help="start over even if a checkpoint of this call exists")
-    p.add_argument('--devices', default='auto')
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--gpus', type=int, help="DDP processes (Accelerate)")
-    p.add_argument('--tokenizer', help="HF tokenizer: a notebook variable or a local folder")
-    p.add_argument('--text', default='text', help="the text column, for HF models")
-    p.add_argument('--experiment')
-    p.add_argument('--name')
-    p.add_argument('--args', default='', help="arguments for SCRIPT.py, in one quoted string")
-
-def _data_arg(ctx, v, what):
-    if v is None: return None
-    if ctx.namespace is not None and v.split('.')[0] in ctx.namespace: return ctx.resolve(v, required=True, what=what)
-    if isinstance(_num_or_name(v), float): return float(v)
-    if v.endswith(('.csv', '.parquet')) and Path(v).is_file():
-        import pandas as pd
-        return pd.read_csv(v) if v.endswith('.csv') else pd.read_parquet(v)
-    return ctx.resolve(v, required=True, what=what)
-
-@verb("train", "train a model (torch, Hugging Face, scikit-learn) with checkpoints, resume, mixed precision and DDP", _train_args,
-      view="mlnb.widgets_train:make_view")
-def _train_verb(args, ctx):
-    if args.model.endswith('.py'):
+def _train_face(fn, kw, ctx):
+    "`%mlnb train` / `mlnb train`: SCRIPT.py is launched on `--gpus` processes with `--args`; a word naming neither a notebook object, a folder nor a table file is an error that names the close ones."
+    script_args, m = kw.pop('args'), kw['model']
+    if isinstance(m, str) and m.endswith('.py'):
         import shlex
-        return launch_script(args.model, args.gpus or 1, shlex.split(args.args))
-    if args.data is None: raise MlnbUsageError("train needs --data", hint="e.g. %mlnb train model --data train_ds --epochs 3")
-    in_ns = ctx.namespace is not None and args.model.split('.')[0] in ctx.namespace
-    model = ctx.resolve(args.model, required=True, what='model') if in_ns or not Path(args.model).is_dir() else args.model
-    tok = args.tokenizer
-    if tok and ctx.namespace is not None and tok in ctx.namespace: tok = ctx.namespace[tok]
-    return train(model, _data_arg(ctx, args.data, 'data'), val=_data_arg(ctx, args.val, 'validation data'), target=args.target,
-                 epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, scheduler=args.scheduler,
-                 loss=args.loss, metrics=args.metrics.split(',') if args.metrics else None, precision=args.precision,
-                 compile=args.compile, grad_accum=args.grad_accum, clip=args.clip, early_stopping=args.early_stopping,
-                 checkpoint_every=args.checkpoint_every, resume=not args.no_resume, devices=args.devices, seed=args.seed,
-                 gpus=args.gpus, tokenizer=tok, text=args.text, experiment=args.experiment, name=args.name)
+        return launch_script(m, kw['gpus'] or 1, shlex.split(script_args))
+    if kw['data'] is None: raise MlnbUsageError("train needs --data", hint="e.g. %mlnb train model --data train_ds --epochs 3")
+    if isinstance(m, str) and not Path(m).is_dir(): ctx.resolve(m, required=True, what='model')  # raises: no such notebook object
+    from mlnb.data import table_kind
+    for k, what in (('data', 'data'), ('val', 'validation data')):
+        if isinstance(kw[k], str) and table_kind(kw[k]) is None: ctx.resolve(kw[k], required=True, what=what)  # raises likewise
+    return fn(**kw)
+
+verb("train", "train a model (torch, Hugging Face, scikit-learn) with checkpoints, resume, mixed precision and DDP", fn=train, call=_train_face,
+     view="mlnb.widgets_train:make_view",
+     opts=dict(model=dict(help="A notebook variable (nn.Module, Hugging Face model, scikit-learn estimator), a local Hugging Face model folder, "
+                               "or SCRIPT.py to launch on --gpus processes with --args"),
+               data=dict(flags=['--data'], positional=False, required=False), callbacks=dict(skip=True),
+               early_stopping=dict(metavar='PATIENCE'), checkpoint_every=dict(metavar='STEPS'),
+               args=dict(extra=True, default='', metavar='"ARGS"', help="Arguments for SCRIPT.py, in one quoted string")))
+

@@ -15,8 +15,9 @@ from .config import Project, find_project
 
 # %% auto #0
 __all__ = ['TuneError', 'SpaceError', 'Param', 'parse_space', 'direction_of', 'make_sampler', 'make_pruner', 'StorageError',
-           'open_storage', 'storage_url', 'TrialLog', 'TrialFailed', 'train_args', 'param_importances', 'history_svg',
-           'importance_svg', 'parallel_svg', 'study_html', 'TuneResult', 'tune', 'import_ref', 'tune_worker']
+           'open_storage', 'storage_url', 'TrialLog', 'TrialFailed', 'train_args', 'finished_trials',
+           'param_importances', 'history_svg', 'importance_svg', 'parallel_svg', 'study_html', 'TuneResult', 'tune',
+           'import_ref', 'tune_worker']
 
 # %% ../nbs/40_tuning.ipynb #ef7de2f5
 class TuneError(MlnbError):
@@ -323,7 +324,8 @@ def _metrics_known(spec) -> set|None:
     return {'train_loss'} | ({'val_loss'} | {f"val_{n}" for n in names} | names if val else set())
 
 # %% ../nbs/40_tuning.ipynb #4717ddf0
-def _finished(trials):
+def finished_trials(trials:list[dict], # Trials as `study_trials` reports them
+                   ) -> list[dict]:
     "The complete trials with a finite value."
     return [t for t in trials if t.get('state') == 'COMPLETE' and t.get('value') is not None and math.isfinite(t['value'])]
 
@@ -350,7 +352,7 @@ def param_importances(trials:list, # Trial dicts (`state`, `value`, `params`), a
                       max_trials:int=2000, # Fit on at most this many complete trials (a seeded sample of a bigger study)
                      ) -> dict[str, float]:
     "Each parameter's share of the value's variance over the complete trials (fANOVA; highest first, summing to 1)."
-    done = _finished(trials)
+    done = finished_trials(trials)
     if len(done) > max_trials:
         import random
         done = random.Random(0).sample(done, max_trials)
@@ -392,7 +394,7 @@ def history_svg(trials:list, # Trial dicts, as in `TuneResult.trials`
                 max_points:int=400, # Draw at most this many trials' dots, spread over the study
                ) -> str:
     "The optimisation history as inline SVG: each complete trial's value, and the best so far (empty before 2 complete trials)."
-    pts = [(t['number'], t['value']) for t in sorted(_finished(trials), key=lambda t: t['number'])]
+    pts = [(t['number'], t['value']) for t in sorted(finished_trials(trials), key=lambda t: t['number'])]
     if len(pts) < 2: return ''
     xs, ys = [p[0] for p in pts], [p[1] for p in pts]
     x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
@@ -456,7 +458,7 @@ def parallel_svg(trials:list, # Trial dicts, as in `TuneResult.trials`
                  max_lines:int=200, # Draw at most this many trials, spread over the ranking
                 ) -> str:
     "Parallel coordinates as inline SVG: an axis per parameter and one for `metric`, a line per complete trial (the better its rank, the redder, drawn on top)."
-    done = _finished(trials)
+    done = finished_trials(trials)
     axes = _axes(done, space)
     names = [n for n in (order or []) if n in axes] + [n for n in axes if n not in (order or [])]
     if len(done) < 2 or not names: return ''
@@ -492,7 +494,7 @@ def parallel_svg(trials:list, # Trial dicts, as in `TuneResult.trials`
             f"{''.join(lines)}{''.join(ax)}</svg>")
 
 def _best(trials, direction):
-    done = _finished(trials)
+    done = finished_trials(trials)
     if not done: return None
     return (min if direction == 'minimize' else max)(done, key=lambda t: t['value'])
 
@@ -522,7 +524,7 @@ def study_html(trials:list, # Trial dicts, as in `TuneResult.trials`
             + ', '.join(f"{html.escape(str(k))}=<b>{html.escape(f'{v:.4g}' if isinstance(v, float) else str(v))}</b>" for k, v in b['params'].items())
             + "</div>") if b else "<div class='mlnb-best'>no complete trial yet</div>"
     imp = param_importances(trials, space) if importances is None else importances
-    n_done = len(_finished(trials))
+    n_done = len(finished_trials(trials))
     imp_svg = importance_svg(imp) or (f"<div class='mlnb-importances'><i>parameter importances: "
                                       f"{'after 2 complete trials' if n_done < 2 else 'the values do not vary'}</i></div>")
     charts = [history_svg(trials, metric, direction), imp_svg, parallel_svg(trials, space, metric, direction, order=list(imp))]
@@ -723,7 +725,7 @@ def _trial_rows(study) -> list[dict]:
         out.append(dict(number=t.number, state=t.state.name, value=t.value if t.state.name == 'COMPLETE' else None, params=dict(t.params), seconds=secs, **err))
     return out
 
-def tune(objective, # `fn(params) -> float|dict`, `fn(trial)`, or a train spec (dict of `mlnb.train` arguments, `model` a factory)
+def tune(objective, # `fn(params) -> float|dict`, `fn(trial)`, a train spec (dict of `mlnb.train` arguments, `model` a factory), or `module:function` naming one
          space, # The search space: a dict (see the grammar above) or YAML text
          *,
          n_trials:int=20, # Trials to run (in all, over `n_jobs` workers)
@@ -741,6 +743,7 @@ def tune(objective, # `fn(params) -> float|dict`, `fn(trial)`, or a train spec (
          project=None, # The project (default: the one at or above the current directory)
         ) -> TuneResult:
     "Search `space` for the best `metric` of `objective` with Optuna; each trial a nested run of the study's run."
+    if isinstance(objective, str): objective = import_ref(objective)
     space, fixed = parse_space(space)
     if not (callable(objective) or isinstance(objective, dict)):
         raise TuneError(f"cannot tune a {type(objective).__name__}", hint="pass a function `fn(params) -> float` or a train spec dict with `model` and `data`")
@@ -846,16 +849,16 @@ def _worker_main(url, name, objective, space, fixed, metric, n, timeout, ctx, sa
     import mlnb.logger as L
     from mlnb import track
     from mlnb.core import events, TextRenderer
-    L._BUFFER = None  # the parent's flush thread and writer process do not survive the fork
+    L.after_fork()  # the parent's flush thread and writer process do not survive the fork
     # the study's run stays on the forked run stack, so trained trials nest under it; a fork exits without atexit hooks
-    events._subs = [(p, f) for p, f in events._subs if isinstance(f, TextRenderer)]
+    events.keep(lambda f: isinstance(f, TextRenderer))
     if gpu is not None: os.environ['CUDA_VISIBLE_DEVICES'] = str(gpu)  # before CUDA starts in this process: its only device
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     prj = Project(root)
     st = optuna.load_study(study_name=name, storage=open_storage(url, prj), sampler=make_sampler(sampler, seed), pruner=make_pruner(pruner))
     _optimize(st, objective, space, fixed, metric, n, timeout, ctx | dict(project=prj, events=False))
-    if L._BUFFER is not None: L._BUFFER.close()
+    L.close_buffer()
 
 def _gpu_count() -> int:
     "GPUs on this machine, counted by `nvidia-smi` (another process: CUDA is not started here); 0 without it."
@@ -946,21 +949,6 @@ def _result(st, url, metric, direction, objective, space, fixed, prj, parent, n_
                       _objective=objective, _fixed=fixed, _project=prj, _space=dict(space))
 
 # %% ../nbs/40_tuning.ipynb #8c015f81
-def _tune_args(p):
-    p.add_argument("objective", help="the objective: a notebook function or train spec (module:function from the shell)")
-    p.add_argument("space", nargs="?", default=None, help="the space: a notebook dict or a quoted dict literal (or the %%%%mlnb cell body, YAML)")
-    p.add_argument("--n-trials", type=int, default=20, help="trials to run (default 20)")
-    p.add_argument("--timeout", type=float, default=None, help="seconds after which no new trial starts")
-    p.add_argument("--metric", default=None, help="the value optimised (default: value, or val_loss for a train spec)")
-    p.add_argument("--direction", default=None, help="minimize or maximize")
-    p.add_argument("--sampler", default="tpe", help="tpe, random or qmc")
-    p.add_argument("--pruner", default="median", help="median, percentile, hyperband, halving or none")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes on this machine")
-    p.add_argument("--study", default=None, help="the study's name (an existing one is continued)")
-    p.add_argument("--storage", default=None, help="journal file or Optuna storage URL (default: tuning.storage)")
-    p.add_argument("--seed", type=int, default=None, help="sampler seed")
-    p.add_argument("--experiment", default=None, help="MLflow experiment")
-
 def import_ref(ref:str, # `module:qualname`, e.g. `mypkg.objectives:objective`
               ):
     "The object named `module:qualname`."
@@ -974,27 +962,27 @@ def import_ref(ref:str, # `module:qualname`, e.g. `mypkg.objectives:objective`
         except AttributeError: raise TuneError(f"'{mod}' has no '{qn}'", hint="check the name") from None
     return obj
 
-@verb("tune", "search hyperparameters with Optuna: each trial a nested run, pruning on epoch metrics, parallel workers", _tune_args, cell=True,
-      view="mlnb.widgets_tune:make_view")
-def _tune_verb(args, ctx):
-    obj = import_ref(args.objective) if ctx.namespace is None and ':' in args.objective else ctx.resolve(args.objective, required=True, what="objective")
-    if args.space is not None and ctx.cell is not None and ctx.cell.strip():
-        raise MlnbUsageError("the space is given twice: on the line and in the cell body", hint="keep one")
-    if ctx.cell is not None and ctx.cell.strip(): space = ctx.cell
-    elif args.space is None: raise MlnbUsageError("no search space", hint="""add it: %mlnb tune obj '{"lr": ("log", 1e-4, 1e-1)}', or a %%mlnb tune cell with YAML""")
-    else:
-        sp = ctx.resolve(args.space) if ctx.namespace is not None and args.space.isidentifier() else args.space
-        space = sp
-        if isinstance(sp, str) and sp.isidentifier(): raise MlnbUsageError(f"no space named `{sp}` in the notebook", hint="define it, or write a quoted dict literal")
-    return tune(obj, space, n_trials=args.n_trials, timeout=args.timeout, metric=args.metric, direction=args.direction, sampler=args.sampler,
-                pruner=args.pruner, n_jobs=args.jobs, study=args.study, storage=args.storage, seed=args.seed, experiment=args.experiment)
+def _tune_cell(fn, kw, ctx):
+    "`%mlnb tune` / `mlnb tune`: a word that names no notebook object is an error (with the close names); the space may be the `%%mlnb tune` cell body (YAML)."
+    obj, space, body = kw['objective'], kw['space'], (ctx.cell or '').strip()
+    if isinstance(obj, str) and ':' not in obj: ctx.resolve(obj, required=True, what="objective")  # raises: no such notebook object
+    if space is not None and body: raise MlnbUsageError("the space is given twice: on the line and in the cell body", hint="keep one")
+    if body: kw['space'] = ctx.cell
+    elif space is None: raise MlnbUsageError("no search space", hint="""add it: %mlnb tune obj '{"lr": ("log", 1e-4, 1e-1)}', or a %%mlnb tune cell with YAML""")
+    elif isinstance(space, str) and space.isidentifier(): raise MlnbUsageError(f"no space named `{space}` in the notebook", hint="define it, or write a quoted dict literal")
+    return fn(**kw)
+
+verb("tune", "search hyperparameters with Optuna: each trial a nested run, pruning on epoch metrics, parallel workers", fn=tune, call=_tune_cell,
+     cell=True, view="mlnb.widgets_tune:make_view",
+     opts=dict(space=dict(nargs='?', help="The search space: a notebook dict, a quoted dict literal, or YAML in the %%%%mlnb tune cell body"),
+               n_jobs=dict(flags=['--jobs', '--n-jobs'])))
 
 # %% ../nbs/40_tuning.ipynb #a9dc77aa
 def tune_worker(study:str, # The study's name
-                storage=None, # Its storage (default: the project's `tuning.storage`)
+                storage=None, # Its storage: journal file path, Optuna storage URL or object (default: the project's `tuning.storage`)
                 n_trials:int=10, # Trials this worker runs
                 timeout:float|None=None, # Seconds after which it starts no new trial
-                objective=None, # The objective, when the study did not record an importable one
+                objective=None, # The objective (a function, or `module:function`), when the study did not record an importable one
                 sampler="tpe", # 'tpe', 'random', 'qmc' or an Optuna sampler (this worker's)
                 pruner="median", # 'median', 'percentile', 'hyperband', 'halving', 'none' or an Optuna pruner
                 seed:int|None=None, # Sampler seed (give each worker its own)
@@ -1022,14 +1010,4 @@ def tune_worker(study:str, # The study's name
     _optimize(st, objective, space, fixed, metric, n_trials, timeout, ctx)
     return _result(st, storage_url(storage, prj), metric, st.direction.name.lower(), objective, space, fixed, prj, None, n0)
 
-def _worker_args(p):
-    p.add_argument("study", help="the study's name")
-    p.add_argument("--storage", default=None, help="journal file or Optuna storage URL (default: tuning.storage)")
-    p.add_argument("--n-trials", type=int, default=10, help="trials this worker runs")
-    p.add_argument("--timeout", type=float, default=None, help="seconds after which no new trial starts")
-    p.add_argument("--objective", default=None, help="module:function, when the study records none")
-    p.add_argument("--seed", type=int, default=None, help="sampler seed")
-
-@verb("tune-worker", "join an existing tuning study from this process or host: mlnb tune-worker STUDY --storage URL", _worker_args)
-def _worker_verb(args, ctx):
-    return tune_worker(args.study, args.storage, n_trials=args.n_trials, timeout=args.timeout, objective=args.objective, seed=args.seed)
+verb("tune-worker", "join an existing tuning study from this process or host: mlnb tune-worker STUDY --storage URL", fn=tune_worker)

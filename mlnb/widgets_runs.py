@@ -18,7 +18,7 @@ class RunsView(LiveView):
     "Live view of `%mlnb runs`: sortable table, curves of the picked runs and their params diff, refreshed while runs are open."
     refresh = 2.0  # seconds between re-reads of the store while runs are open
     def __init__(self,
-                 args=None, # The parsed arguments of `%mlnb runs` (`experiment`, `max`)
+                 args=None, # The parsed arguments of `%mlnb runs` (`experiment`, `max_results`)
                  ctx=None, # The magic's `VerbContext`
                  project=None, # The project (default: the current directory's)
                 ):
@@ -102,7 +102,7 @@ class RunsView(LiveView):
         from mlnb.track import runs
         a = self.args
         with self._lock: self._seq += 1; seq = self._seq
-        table = runs(getattr(a, 'experiment', None), None, getattr(a, 'max', 50), project=self.project)
+        table = runs(getattr(a, 'experiment', None), None, getattr(a, 'max_results', 50), project=self.project)
         with self._lock:
             if seq < self._applied: return
             self._applied = seq

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html, time
 from .core import Event, MlnbError, need
 from .widgets import LiveView
-from .tuning import parse_space, param_importances, study_html, _finished
+from .tuning import parse_space, param_importances, study_html, finished_trials
 
 # %% auto #0
 __all__ = ['TuneView', 'make_view']
@@ -54,7 +54,7 @@ class TuneView(LiveView):
 
     def _importances(self) -> dict:
         "The importances, refitted when trials were added and the last fit is old enough."
-        n, now = len(_finished(self.trials)), time.monotonic()
+        n, now = len(finished_trials(self.trials)), time.monotonic()
         if n != self._imp_n and now >= self._imp_next:
             t0 = time.perf_counter()
             self.importances = param_importances(self.trials, self.space)

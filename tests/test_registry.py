@@ -49,8 +49,8 @@ def reg(tmp_path_factory):
 
 
 def champion(prj):
-    from mlnb.registry import _client
-    return int(_client(prj).get_model_version_by_alias('cancer', 'champion').version)
+    from mlnb.registry import registry_client
+    return int(registry_client(prj).get_model_version_by_alias('cancer', 'champion').version)
 
 
 def test_gate_promote_refuse_rollback_and_audit(reg):
@@ -79,12 +79,12 @@ def test_gate_promote_refuse_rollback_and_audit(reg):
     assert r.returncode == 1 and 'no previous version' in r.stderr
     # the audit trail: every action, in order, tagged on the versions, and verifiable
     from mlnb.audit import audit_log
-    from mlnb.registry import _client
+    from mlnb.registry import registry_client
     es = audit_log(prj).entries()
     assert [e['action'] for e in es] == ['register'] * 3 + ['promote', 'promote.refused', 'promote', 'rollback']
     assert es[5]['reason'] == 'better on holdout' and es[5]['previous'] == 1 and es[5]['score'] > es[5]['previous_score']
     assert es[4]['score'] < es[4]['previous_score']
-    tags = _client(prj).get_model_version('cancer', '3').tags
+    tags = registry_client(prj).get_model_version('cancer', '3').tags
     audit_tags = sorted(k for k in tags if k.startswith('mlnb.audit.'))
     assert [json.loads(tags[k])['action'] for k in audit_tags] == ['register', 'promote']
     assert json.loads(tags[audit_tags[1]])['hash'] == es[5]['hash'][:16]
@@ -176,12 +176,12 @@ def test_registry_widget_confirms_before_acting(reg, monkeypatch):
     pytest.importorskip('ipywidgets')
     from types import SimpleNamespace
     from mlnb.audit import audit_log
-    from mlnb.registry import _client, list_models
+    from mlnb.registry import registry_client, list_models
     from mlnb.widgets_registry import make_view
     prj, _, _ = reg
     monkeypatch.chdir(prj.root); monkeypatch.setenv('MLNB_REGISTRY_HOLDOUT', 'holdout.csv')
     def widget_alias():
-        try: return int(_client(prj).get_model_version_by_alias('cancer', 'widget').version)
+        try: return int(registry_client(prj).get_model_version_by_alias('cancer', 'widget').version)
         except Exception: return None
     audited = lambda: [e['action'] for e in audit_log(prj).entries()]
     v = make_view(SimpleNamespace(name='cancer'), None)

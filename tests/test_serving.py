@@ -170,7 +170,7 @@ def test_cache(env):
 
 
 def test_hot_swap_under_load_has_no_failures(env):
-    from mlnb.registry import promote, _client
+    from mlnb.registry import promote, registry_client
     prj, X = env['prj'], env['X']
     with server(prj, 'cancer@champion', '--poll-s', '0.2') as url:
         stop = threading.Event()
@@ -198,10 +198,10 @@ def test_hot_swap_under_load_has_no_failures(env):
 
 
 def test_fallback_when_new_version_does_not_load(env):
-    from mlnb.registry import promote, rollback, _client
+    from mlnb.registry import promote, rollback, registry_client
     prj, X = env['prj'], env['X']
     with server(prj, 'cancer@champion', '--poll-s', '0') as url, httpx.Client(base_url=url) as c:
-        mv = _client(prj).create_model_version('cancer', str(prj.root/'no-such-model'))
+        mv = registry_client(prj).create_model_version('cancer', str(prj.root/'no-such-model'))
         promote('cancer', int(mv.version), gate=False, project=prj)
         try:
             r = c.post('/reload').json()
