@@ -3,7 +3,7 @@
     python benchmarks/data.py [--repeats N] [--size-mb MB] [--files N] [--cases big,files,status]
 
 What each side does (like with like: the issue's `add` is dvc add + commit of the .dvc file + push):
-- mlnb: `mlnb.data.add(path)` = its checks (inside the project, not git-ignored or git-tracked, a git identity; tables
+- mlnb: `mlnb.data.versions.add(path)` = its checks (inside the project, not git-ignored or git-tracked, a git identity; tables
   are parsed and profiled, the `.bin` files here are not), a snapshot for rollback, `dvc add` through DVC's `Repo.add`,
   a push of that version's objects to the project's local remote through DVC's object transfer (`repo.cloud.push`),
   `git add` + `git commit` of the `.dvc` file and the `.gitignore` beside it.
@@ -17,7 +17,7 @@ Cases (issue 4):
   against a bare `Repo.add`.
 - `add 2000 files vs dvc add`: the same two workflows on a folder of 2000 files of 1 KB. Target ratio >= 0.9.
 - `add 2000 files vs dvc add (no push, no commit)`.
-- `no-change status 2000 files`: `mlnb.data.status()` against `Repo.status()` (each opens the repo), on a committed
+- `no-change status 2000 files`: `mlnb.data.versions.status()` against `Repo.status()` (each opens the repo), on a committed
   folder of 2000 files that did not change; DVC's hash state db, filled by the add, serves both. Target mlnb <= 1 s.
 - `no-change status 2000 files (CLI)`: `mlnb data status` against `dvc status` as commands (process start and
   imports included: the `dvc` import alone takes most of a second, so this one has no target).
@@ -59,7 +59,7 @@ def clean(root:Path, rel:str):
     (root/'.mlnb/dvc-remote').mkdir(parents=True, exist_ok=True)
 
 def mlnb_add(root, rel, full):
-    from mlnb.data import add
+    from mlnb.data.versions import add
     t = time.perf_counter()
     r = add(root/rel, root=root, **({} if full else dict(push=False, commit=False)))
     dt = time.perf_counter() - t
@@ -126,7 +126,7 @@ def main():
 
         if 'status' not in cases: return
         # no-change status: one tracked folder of N files, nothing changed
-        from mlnb.data import add, status
+        from mlnb.data.versions import add, status
         from dvc.repo import Repo
         root = roots['mlnb']
         fresh_folder(root/'data/files', a.files)

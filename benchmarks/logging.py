@@ -75,7 +75,7 @@ def e2e_mlnb():
     with r:
         for i in range(N): mlnb.log(loss=1.0 / (i + 1), step=i)
     dt = time.perf_counter() - t
-    from mlnb.logger import mlflow_client
+    from mlnb.track.logger import mlflow_client
     assert len(mlflow_client(mlnb.find_project().tracking_uri).get_metric_history(r.id, 'loss')) == N
     return N / dt
 
@@ -107,7 +107,7 @@ def make_loop():
     return loop
 
 def faults():
-    "This process's minor page faults so far (a heap that glibc trims is faulted in again, zeroed: see `mlnb.logger.tune_malloc`)."
+    "This process's minor page faults so far (a heap that glibc trims is faulted in again, zeroed: see `mlnb.track.logger.tune_malloc`)."
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 

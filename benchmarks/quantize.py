@@ -46,8 +46,8 @@ def main(repeats=3):
     import mlflow, numpy as np, pandas as pd, torch
     from mlflow.models import infer_signature
     from mlnb.project import init
-    from mlnb.registry import register, promote
-    from mlnb.scoring import predict_file, quantize_report
+    from mlnb.serving.registry import register, promote
+    from mlnb.serving.scoring import predict_file, quantize_report
     torch.set_num_threads(1)
     prj = init(Path(tempfile.mkdtemp())/'bench')
     mlflow.set_tracking_uri(prj.tracking_uri)

@@ -108,7 +108,7 @@ def make_models(prj):
     "The MLP and the transformer, logged with `mlflow.pytorch` and promoted to @champion; returns an example input of each."
     import mlflow, numpy as np, torch
     from mlflow.models import infer_signature
-    from mlnb.registry import register, promote
+    from mlnb.serving.registry import register, promote
     mlflow.set_tracking_uri(prj.tracking_uri)
     torch.manual_seed(0)
     mlp = torch.nn.Sequential(torch.nn.Linear(256, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 1024), torch.nn.ReLU(),

@@ -54,7 +54,7 @@ class Clock:
         t = time.process_time()
         try:
             import psutil
-            from mlnb import logger
+            from mlnb.track import logger
             p = logger._BUFFER._proc if logger._BUFFER is not None else None
             if p is not None and p.poll() is None: ct = psutil.Process(p.pid).cpu_times(); t += ct.user + ct.system
         except Exception: pass
@@ -91,7 +91,7 @@ def plain_loop(X, y):
 def with_mlnb(X, y, prj):
     "mlnb with tracking on and progress lines rendered (to a buffer, as the CLI prints them)."
     from mlnb.core import TextRenderer, events
-    from mlnb.training import train
+    from mlnb.training.loop import train
     sink, clock = io.StringIO(), Clock()
     def at(ev):
         s = ev.data['step']

@@ -27,7 +27,7 @@ def peer(storage):
     return (time.perf_counter() - t0) / N * 1000
 
 def ours(prj, storage, i):
-    from mlnb.tuning import tune
+    from mlnb.tuning.study import tune
     t0 = time.perf_counter()
     res = tune(objective, SPACE, n_trials=N, sampler='random', pruner='none', seed=0, study=f"bench{i}", storage=storage, project=prj)
     dt = time.perf_counter() - t0

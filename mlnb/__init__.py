@@ -3,18 +3,18 @@ __version__ = "0.1.0"
 # `import mlnb` stays instant: the public API is looked up lazily, so nothing heavy (or even mlnb's own
 # feature modules) is imported until a name is used. Each feature adds its public names here.
 _API = {
-    'drift': 'monitor', 'DriftResult': 'monitor', 'drift_profile': 'monitor',
-    'explain': 'explainer', 'fairness': 'explainer', 'card': 'cards',
+    'drift': 'monitor.datadrift', 'DriftResult': 'monitor.datadrift', 'drift_profile': 'monitor.datadrift',
+    'explain': 'monitor.explanations', 'fairness': 'monitor.explanations', 'card': 'monitor.cards',
     'MlnbError': 'core', 'emit': 'core', 'events': 'core',
     'settings': 'config', 'find_project': 'config', 'Project': 'config',
-    'run': 'track', 'log': 'track', 'log_params': 'track', 'log_artifact': 'track', 'log_figure': 'track', 'set_tags': 'track', 'log_dataset': 'track', 'active_run': 'track', 'runs': 'track', 'sync': 'logger',
-    'register': 'registry', 'promote': 'registry', 'rollback': 'registry', 'list_models': 'registry', 'Gate': 'registry',
-    'serve': 'serving', 'served_log': 'batching', 'served_performance': 'batching', 'performance': 'batching', 'audit_log': 'audit',
-    'init': 'project', 'quickstart': 'demo', 'use_template': 'templates',
-    'step': 'pipelines', 'reproduce': 'pipelines', 'pipeline_add': 'pipelines',
-    'train': 'training', 'evaluate': 'training',
-    'tune': 'tuning', 'TuneResult': 'tuning',
-    'predict_file': 'scoring', 'quantize_model': 'quantize', 'quantize_report': 'scoring',
+    'run': 'track.tracking', 'log': 'track.tracking', 'log_params': 'track.tracking', 'log_artifact': 'track.tracking', 'log_figure': 'track.tracking', 'set_tags': 'track.tracking', 'log_dataset': 'track.tracking', 'active_run': 'track.tracking', 'runs': 'track.tracking', 'sync': 'track.logger',
+    'register': 'serving.registry', 'promote': 'serving.registry', 'rollback': 'serving.registry', 'list_models': 'serving.registry', 'Gate': 'serving.registry',
+    'serve': 'serving.server', 'served_log': 'track.predictions', 'served_performance': 'track.predictions', 'performance': 'track.predictions', 'audit_log': 'audit',
+    'init': 'project', 'quickstart': 'pipeline.demo', 'use_template': 'pipeline.templates',
+    'step': 'pipeline.steps', 'reproduce': 'pipeline.steps', 'pipeline_add': 'pipeline.steps',
+    'train': 'training.loop', 'evaluate': 'training.loop',
+    'tune': 'tuning.study', 'TuneResult': 'tuning.study',
+    'predict_file': 'serving.scoring', 'quantize_model': 'serving.quantize', 'quantize_report': 'serving.scoring',
 }
 
 def __getattr__(name):

@@ -69,7 +69,7 @@ class MlnbMagics(Magics):
         return live, display(view_bundle(live), raw=True, display_id=True)
 
 # %% ../nbs/91_magics.ipynb #000fca30
-def view_bundle(live, # A live view (`mlnb.widgets.LiveView`), whose `widget` is an ipywidget
+def view_bundle(live, # A live view (`mlnb.widgets.base.LiveView`), whose `widget` is an ipywidget
                 result=None, # The verb's result, once it is done
                ) -> dict:
     "The display data of a live view: the widget, and a static fallback (the result's HTML and text, else the view's HTML)."

@@ -180,10 +180,10 @@ def test_site_links_resolve(site):
 def test_site_api_pages_and_search_index(site):
     "The API pages carry nbdev's show_doc entries (signature with its docments, docstring, source link), and the search index knows them."
     out, _, _ = site
-    core = (out/'core.html').read_text(encoding='utf-8')
+    core = (out/'core_errors.html').read_text(encoding='utf-8')  # nbs/01_core_errors.ipynb: mlnb/core/errors.py
     assert re.search(r'<section id="mlnberror"', core) and 'def MlnbError(' in re.sub(r'<[^>]+>', '', core), core[:2000]
-    assert 'class="nbdev-source" href="https://github.com/mlnb/mlnb/blob/main/mlnb/core.py#L' in core
-    assert '# What went wrong, in one line' in re.sub(r'<[^>]+>', '', core), "no docments in core.html's signatures"
+    assert 'class="nbdev-source" href="https://github.com/mlnb/mlnb/blob/main/mlnb/core/errors.py#L' in core
+    assert '# What went wrong, in one line' in re.sub(r'<[^>]+>', '', core), "no docments in core_errors.html's signatures"
     assert (out/'search.html').exists()
     idx = (out/'searchindex.js').read_text(encoding='utf-8')
     assert '"MlnbError"' in idx and '"mlnberror"' in idx, "the search index does not know MlnbError"
@@ -236,7 +236,7 @@ def test_site_loads_in_chromium(site, served):
             page.goto(base + 'search.html?q=MlnbError', wait_until='load')
             page.wait_for_selector('#search-results ul.search li a', timeout=20000)
             hits = page.locator('#search-results ul.search li a').evaluate_all('els => els.map(e => e.getAttribute("href"))')
-            assert any(h.startswith('core.html') for h in hits), hits
+            assert any(h.startswith('core_errors.html') for h in hits), hits
         finally: browser.close()
     assert not outside, "requests outside the site (it must be self-contained):\n  " + '\n  '.join(outside[:20])
     assert not errors, "errors loading the site:\n  " + '\n  '.join(errors[:40])

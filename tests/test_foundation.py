@@ -70,7 +70,7 @@ def test_init_twice_changes_nothing_and_tools_read_it(mlnb_cli, tmp_path):
     st = subprocess.run(['git', 'status', '--porcelain'], cwd=p, capture_output=True, text=True).stdout
     assert 'A  mlnb.toml' in st and 'A  .gitignore' in st and '.mlnb' not in st
     # the model-card template, laid for users to edit (staged too); `mlnb card` renders with it
-    from mlnb.cards import TEMPLATE
+    from mlnb.monitor.cards import TEMPLATE
     assert (p/'templates'/'model_card.md.j2').read_text() == TEMPLATE and 'A  templates/model_card.md.j2' in st
     # mlnb.toml holds every setting at its default
     from mlnb.config import SETTINGS

@@ -2,7 +2,7 @@
 no `_private` name taken from another module, and no feature that imports ipywidgets or the widgets.
 
 The import graph is built with `ast` from every module of the package, imports inside functions included."""
-import ast
+import ast, re
 from pathlib import Path
 import pytest
 
@@ -62,7 +62,7 @@ def _graph():
                 else:
                     for a in node.names:
                         if a.name.startswith('mlnb.') and a.asname: aliases[a.asname] = a.name[5:]
-        for node in ast.walk(tree):  # `registry._client(...)`, `mlnb.registry._client`
+        for node in ast.walk(tree):  # `registry._client(...)`, `mlnb.serving.registry._client`
             if isinstance(node, ast.Attribute) and node.attr.startswith('_') and not node.attr.startswith('__'):
                 v = node.value
                 if isinstance(v, ast.Name) and v.id in aliases and aliases[v.id] != mod:
@@ -92,7 +92,7 @@ def _cycles(edges):
     return out
 
 def test_graph_sees_the_package():
-    assert {'core', 'cli', 'magics'} <= set(MODS)
+    assert {'core', 'core.verbs', 'cli', 'magics', 'serving.server', 'widgets.base'} <= set(MODS)
     assert 'core' in EDGES['cli']  # the CLI stands on core
 
 def test_no_import_circles():
@@ -104,6 +104,26 @@ def test_arrows_point_down():
 
 def test_no_private_names_across_modules():
     assert PRIVATE == [], "private names imported from another module: " + ', '.join(f"{m}:{l} uses {n}" for m, n, l in PRIVATE)
+
+def test_modules_import_modules_not_facades():
+    """A package's `__init__` re-exports its modules for users; inside mlnb a module imports the module it needs, so a
+    package is never used half-initialised. Only `core`, which imports nothing of mlnb beyond itself, is used whole."""
+    pkgs = {m for m, p in MODS.items() if p.name == '__init__.py'}
+    bad = [f"{a} -> {b}" for a, bs in EDGES.items() for b in bs
+           if b in pkgs and not a.startswith(b + '.') and (b != 'core' or a.startswith('core.'))]
+    assert bad == [], "imports of a package facade: " + ', '.join(sorted(bad))
+
+def _floor(mod):
+    "The number of the notebook a module is exported from (`nbs/12_track_tracking.ipynb` -> 12)."
+    m = re.search(r"File to edit: [./]*nbs/(\d+)_", MODS[mod].read_text())
+    return int(m.group(1)) if m else None
+
+def test_notebooks_in_floor_order():
+    """Reading `nbs/` top to bottom is reading the house from the ground up: a module's notebook comes after those of
+    the modules it imports (a package's own notebook, which gathers its modules, excepted)."""
+    bad = [f"{a} ({_floor(a)}) -> {b} ({_floor(b)})" for a, bs in EDGES.items() for b in bs
+           if not a.startswith(b + '.') and not b.startswith(a + '.') and None not in (_floor(a), _floor(b)) and _floor(b) >= _floor(a)]
+    assert bad == [], "a notebook before what it imports: " + ', '.join(sorted(bad))
 
 def test_features_know_no_widgets():
     bad = [(m, w, l) for m, w, l in WIDGETS if not _is_face(m)]

@@ -135,7 +135,7 @@ def test_a_view_shows_the_result_once(ip):
     "A bare `%mlnb drift …` shows its result in the live view and not again as `Out[]`; `r = %mlnb drift …` binds it."
     pytest.importorskip('ipywidgets')
     from IPython.utils.capture import capture_output
-    from mlnb.monitor import DriftResult
+    from mlnb.monitor.datadrift import DriftResult
     ip.run_cell(DRIFT_DATA)
     with capture_output() as cap: res = ip.run_cell('%mlnb drift ref cur')
     assert res.success and res.result is None, res.result  # nothing went to the displayhook

@@ -4,7 +4,7 @@ import numpy as np, pandas as pd
 import pytest
 
 from mlnb.core import events
-from mlnb.monitor import DriftInputError, drift, drift_profile, evidently_drift, profile_cache
+from mlnb.monitor.datadrift import DriftInputError, drift, drift_profile, evidently_drift, profile_cache
 
 warnings.filterwarnings('ignore', category=RuntimeWarning)  # Evidently's own chi-square on unseen categories
 
@@ -187,7 +187,7 @@ def test_disk_cache_in_a_project_and_file_keys(project, tmp_path):
 
 
 def test_dataset_versions(project):
-    data = pytest.importorskip('mlnb.data')
+    data = pytest.importorskip('mlnb.data.versions')
     rng = np.random.default_rng(10)
     (project.root / 'data').mkdir()
     pd.DataFrame({'a': rng.normal(size=3000)}).to_csv(project.root / 'data/x.csv', index=False)
@@ -269,12 +269,12 @@ def test_magic_resolves_notebook_variables(ip, tmp_path):
     ip.run_cell('res2 = %mlnb drift {where}/ref.csv cur')
     assert ip.user_ns['res2'].drifted == ['a']
     from IPython.core.error import UsageError
-    from mlnb.monitor import DriftInputError
+    from mlnb.monitor.datadrift import DriftInputError
     with pytest.raises(DriftInputError, match="no such file: refx"):
         ip.run_line_magic('mlnb', 'drift refx cur')
 
 
-# --- explanations and fairness (mlnb.explainer) ---
+# --- explanations and fairness (mlnb.monitor.explanations) ---
 
 def _xy(n=300, seed=0):
     rng = np.random.default_rng(seed)
@@ -284,7 +284,7 @@ def _xy(n=300, seed=0):
 
 def test_explain_torch_model_adds_up():
     torch = pytest.importorskip('torch')
-    from mlnb.explainer import explain
+    from mlnb.monitor.explanations import explain
     torch.manual_seed(0)
     X, _ = _xy(200)
     net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
@@ -297,7 +297,7 @@ def test_explain_torch_model_adds_up():
 
 def test_explain_renders_plots_and_gradient_boosting_adds_up():
     from sklearn.ensemble import GradientBoostingRegressor
-    from mlnb.explainer import explain
+    from mlnb.monitor.explanations import explain
     X, y = _xy()
     gb = GradientBoostingRegressor(n_estimators=30, random_state=0).fit(X, y)
     ex = explain(gb, X.iloc[:40])
@@ -338,10 +338,10 @@ def test_magic_explain(ip):
 
 
 def test_drift_and_explain_are_logged_to_the_active_run(project):
-    track = pytest.importorskip('mlnb.track')
+    track = pytest.importorskip('mlnb.track.tracking')
     from mlflow.tracking import MlflowClient
     from sklearn.ensemble import RandomForestRegressor
-    from mlnb.explainer import explain
+    from mlnb.monitor.explanations import explain
     rng = np.random.default_rng(16)
     ref = pd.DataFrame({'a': rng.normal(size=2000), 'b': rng.normal(size=2000)})
     X, y = _xy()
@@ -358,16 +358,16 @@ def test_drift_and_explain_are_logged_to_the_active_run(project):
     assert saved['drifted'] == res.drifted == ['a']
 
 
-# --- model cards (mlnb.cards) ---
+# --- model cards (mlnb.monitor.cards) ---
 
 def test_card_holds_every_section_with_the_runs_numbers(project, mlnb_cli):
-    track = pytest.importorskip('mlnb.track')
+    track = pytest.importorskip('mlnb.track.tracking')
     import mlflow
     from mlflow.models import infer_signature
     from sklearn.linear_model import LogisticRegression
-    from mlnb.cards import card
-    from mlnb.explainer import explain, fairness
-    from mlnb.registry import register
+    from mlnb.monitor.cards import card
+    from mlnb.monitor.explanations import explain, fairness
+    from mlnb.serving.registry import register
     rng = np.random.default_rng(17)
     X = pd.DataFrame({'a': rng.normal(size=400), 'b': rng.normal(size=400)})
     y = (X.a + 0.3 * rng.normal(size=400) > 0).astype(int)
@@ -396,7 +396,7 @@ def test_card_holds_every_section_with_the_runs_numbers(project, mlnb_cli):
     assert f"{len(dr.drifted)} of 2 columns drifted (share {dr.share:.6g}" in md
     assert f"| {ex.importance.feature[0]} | {ex.importance.mean_abs_shap[0]:.6g} |" in md
     assert '| churn | 1 |' in md and run.id in md
-    assert 'mlnb.git' in md or 'mlflow.source.git' in md  # lineage tags recorded by mlnb.track
+    assert 'mlnb.git' in md or 'mlflow.source.git' in md  # lineage tags recorded by mlnb.track.tracking
     assert '<h2>Registry history</h2>' in c.html
     from mlflow.tracking import MlflowClient
     cl = MlflowClient(project.tracking_uri, registry_uri=project.tracking_uri)
@@ -423,7 +423,7 @@ def test_card_holds_every_section_with_the_runs_numbers(project, mlnb_cli):
 
 def test_modules_import_nothing_heavy():
     import subprocess, sys
-    code = ("import sys, mlnb.monitor, mlnb.explainer, mlnb.cards, mlnb.widgets_monitor\n"
+    code = ("import sys, mlnb.monitor.datadrift, mlnb.monitor.explanations, mlnb.monitor.cards, mlnb.widgets.monitor\n"
             "print([m for m in ('pandas', 'numpy', 'evidently', 'shap', 'mlflow', 'sklearn', 'ipywidgets', 'torch', 'scipy', 'jinja2') if m in sys.modules])")
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -431,13 +431,13 @@ def test_modules_import_nothing_heavy():
 
 
 def test_served_prediction_log(project):
-    batching = pytest.importorskip('mlnb.batching')
+    predictions = pytest.importorskip('mlnb.track.predictions')
     rng = np.random.default_rng(18)
     train = pd.DataFrame({'a': rng.normal(size=3000), 'b': rng.normal(size=3000)})
     train['prediction'] = (train.a > 0).astype(int)
     with pytest.raises(DriftInputError, match="prediction log is empty"):
         drift(train, 'served')
-    log = batching.PredictionLog(batching.served_path(project, 'm'))
+    log = predictions.PredictionLog(predictions.served_path(project, 'm'))
     live = train.assign(a=train.a + 1)
     log.add([{'id': str(r.Index), 'time': 0.0, 'model': 'm', 'version': 1, 'latency_ms': 1.0,
               'input': {'a': float(r.a), 'b': float(r.b)}, 'output': int(r.a > 0)} for r in live.itertuples()])
@@ -452,7 +452,7 @@ def test_explain_text_pipeline_uses_partition():
     import torch
     from tokenizers import Tokenizer, models, trainers, pre_tokenizers
     from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast, pipeline
-    from mlnb.explainer import explain
+    from mlnb.monitor.explanations import explain
     torch.manual_seed(0)
     texts = ['a good movie', 'a bad film', 'great acting here', 'terrible plot and bad acting']
     tok = Tokenizer(models.WordLevel(unk_token='[UNK]')); tok.pre_tokenizer = pre_tokenizers.Whitespace()

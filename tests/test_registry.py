@@ -28,7 +28,7 @@ def reg(tmp_path_factory):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from mlnb.project import init
-    from mlnb.registry import register
+    from mlnb.serving.registry import register
     prj = init(tmp_path_factory.mktemp('reg')/'p')
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.3, random_state=0)
@@ -49,7 +49,7 @@ def reg(tmp_path_factory):
 
 
 def champion(prj):
-    from mlnb.registry import registry_client
+    from mlnb.serving.registry import registry_client
     return int(registry_client(prj).get_model_version_by_alias('cancer', 'champion').version)
 
 
@@ -79,7 +79,7 @@ def test_gate_promote_refuse_rollback_and_audit(reg):
     assert r.returncode == 1 and 'no previous version' in r.stderr
     # the audit trail: every action, in order, tagged on the versions, and verifiable
     from mlnb.audit import audit_log
-    from mlnb.registry import registry_client
+    from mlnb.serving.registry import registry_client
     es = audit_log(prj).entries()
     assert [e['action'] for e in es] == ['register'] * 3 + ['promote', 'promote.refused', 'promote', 'rollback']
     assert es[5]['reason'] == 'better on holdout' and es[5]['previous'] == 1 and es[5]['score'] > es[5]['previous_score']
@@ -176,8 +176,8 @@ def test_registry_widget_confirms_before_acting(reg, monkeypatch):
     pytest.importorskip('ipywidgets')
     from types import SimpleNamespace
     from mlnb.audit import audit_log
-    from mlnb.registry import registry_client, list_models
-    from mlnb.widgets_registry import make_view
+    from mlnb.serving.registry import registry_client, list_models
+    from mlnb.widgets.registry import make_view
     prj, _, _ = reg
     monkeypatch.chdir(prj.root); monkeypatch.setenv('MLNB_REGISTRY_HOLDOUT', 'holdout.csv')
     def widget_alias():

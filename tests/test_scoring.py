@@ -35,7 +35,7 @@ def env(tmp_path_factory):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from mlnb.project import init
-    from mlnb.registry import register, promote
+    from mlnb.serving.registry import register, promote
     prj = init(tmp_path_factory.mktemp('score')/'p')
     mlflow.set_tracking_uri(prj.tracking_uri)
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
@@ -99,7 +99,7 @@ def test_resume_after_kill(env, monkeypatch):
     "Kill -9 a job after some chunks are saved; the re-run skips exactly those and writes what an uninterrupted run writes."
     import pandas as pd
     from mlnb.core import events
-    from mlnb.scoring import predict_file
+    from mlnb.serving.scoring import predict_file
     prj = env['prj']
     out = prj.root/'killed.parquet'; parts = Path(f"{out}.parts"); manifest = parts/'manifest.jsonl'
     p = subprocess.Popen([*CLI, 'predict', 'cancer@champion', 'cancer.csv', '--out', out.name, '--chunk-size', '20', '--id-column', 'id'],
@@ -147,7 +147,7 @@ def test_quantized_close_to_fp32_on_mlp(env):
     r = cli(prj, 'quantize-report', 'digits@champion', 'digits_holdout.csv', '--target', 'label', '--metric', 'accuracy', '--repeats', '1')
     assert r.returncode == 0, r.stderr
     assert 'digits v1 int8 vs fp32 on 540 holdout rows' in r.stdout and 'accuracy' in r.stdout, r.stdout
-    from mlnb.scoring import quantize_report
+    from mlnb.serving.scoring import quantize_report
     rep = quantize_report('digits', (env['D'], env['t']), metric='accuracy', repeats=1, min_seconds=0.05, project=prj)
     assert rep.fp32_metric == pytest.approx((fp.argmax(1) == env['t']).mean())
     assert rep.fp32_metric > 0.9 and abs(rep.metric_change) <= 0.02
@@ -157,7 +157,7 @@ def test_quantized_close_to_fp32_on_mlp(env):
 def test_pt2_model_quantizes_like_the_module(env):
     "A pt2 (torch.export) model has no nn.Linear left; its graph's linear calls quantize to the same int8 outputs."
     import numpy as np, pandas as pd
-    from mlnb.scoring import predict_file
+    from mlnb.serving.scoring import predict_file
     prj = env['prj']
     a = predict_file('digits-pt2', prj.root/'digits.parquet', prj.root/'pt2-int8.parquet', chunk_size=200, quantize='int8', project=prj)
     b = predict_file('digits', prj.root/'digits.parquet', prj.root/'pickle-int8.parquet', chunk_size=200, quantize='int8', project=prj)
@@ -204,8 +204,8 @@ def test_transformers_pipeline_quantized(env, tmp_path):
     import mlflow, pandas as pd, torch
     from tokenizers import Tokenizer, models, trainers, pre_tokenizers
     from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast, pipeline
-    from mlnb.registry import register, promote
-    from mlnb.scoring import predict_file
+    from mlnb.serving.registry import register, promote
+    from mlnb.serving.scoring import predict_file
     prj = env['prj']
     torch.manual_seed(0)
     texts = ['a good movie', 'a bad film', 'great acting here', 'terrible plot and bad acting']

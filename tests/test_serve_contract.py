@@ -31,8 +31,8 @@ def env(tmp_path_factory):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from mlnb.project import init
-    from mlnb.registry import register, promote
-    from mlnb.serving import serve
+    from mlnb.serving.registry import register, promote
+    from mlnb.serving.server import serve
     prj = init(tmp_path_factory.mktemp('contract')/'p')
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
     m = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, y)
@@ -198,7 +198,7 @@ def test_starlette_errors_have_the_same_shape(env):
 
 def test_a_model_that_raises_is_never_a_500(env, caplog):
     h = env['fragile']
-    with httpx.Client(base_url=h.url) as c, caplog.at_level(logging.WARNING, logger='mlnb.serving'):
+    with httpx.Client(base_url=h.url) as c, caplog.at_level(logging.WARNING, logger='mlnb.serving.server'):
         spec = c.get('/openapi.json').json()
         n0 = logged(h)
         r = c.post('/predict', json={'x': -1.0})  # the input is at fault

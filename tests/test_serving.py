@@ -69,7 +69,7 @@ def env(tmp_path_factory):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from mlnb.project import init
-    from mlnb.registry import register, promote
+    from mlnb.serving.registry import register, promote
     prj = init(tmp_path_factory.mktemp('serve')/'p')
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
     X = X.iloc[:, :4]; X.columns = ['radius', 'texture', 'perimeter', 'area']
@@ -170,7 +170,7 @@ def test_cache(env):
 
 
 def test_hot_swap_under_load_has_no_failures(env):
-    from mlnb.registry import promote, registry_client
+    from mlnb.serving.registry import promote, registry_client
     prj, X = env['prj'], env['X']
     with server(prj, 'cancer@champion', '--poll-s', '0.2') as url:
         stop = threading.Event()
@@ -198,7 +198,7 @@ def test_hot_swap_under_load_has_no_failures(env):
 
 
 def test_fallback_when_new_version_does_not_load(env):
-    from mlnb.registry import promote, rollback, registry_client
+    from mlnb.serving.registry import promote, rollback, registry_client
     prj, X = env['prj'], env['X']
     with server(prj, 'cancer@champion', '--poll-s', '0') as url, httpx.Client(base_url=url) as c:
         mv = registry_client(prj).create_model_version('cancer', str(prj.root/'no-such-model'))
@@ -249,7 +249,7 @@ def test_model_that_raises(env):
 
 def test_prediction_log_rows_equal_successes(env):
     prj = env['prj']
-    from mlnb.batching import served_log, served_path
+    from mlnb.track.predictions import served_log, served_path
     served_path(prj, 'fragile').unlink(missing_ok=True)
     ok = 0
     with server(prj, 'fragile@champion', '--poll-s', '0') as url, httpx.Client(base_url=url) as c:
@@ -266,7 +266,7 @@ def test_prediction_log_rows_equal_successes(env):
 
 def test_feedback_and_live_accuracy(env):
     "Labels sent to POST /feedback join the logged predictions; the live accuracy is that of the labelled ones."
-    from mlnb.batching import served_log, served_performance
+    from mlnb.track.predictions import served_log, served_performance
     prj, X, m1 = env['prj'], env['X'], env['models'][0]
     from sklearn.datasets import load_breast_cancer
     y = load_breast_cancer(as_frame=True).target
@@ -339,12 +339,12 @@ def test_notebook_magic_background_server(env, monkeypatch):
 
 def test_traffic_split_and_shadow(env):
     "Champion and challenger in one real server: a split answers a fraction from the challenger; shadow logs the challenger's outputs under the same ids."
-    from mlnb.batching import served_log, performance
-    from mlnb.registry import promote
+    from mlnb.track.predictions import served_log, performance
+    from mlnb.serving.registry import promote
     from sklearn.datasets import load_breast_cancer
     prj, X, (m1, m2) = env['prj'], env['X'], env['models']
     y = load_breast_cancer(as_frame=True).target
-    from mlnb.registry import RegistryError
+    from mlnb.serving.registry import RegistryError
     for v, alias in ((1, 'champion'), (2, 'challenger')):
         try: promote('cancer', v, alias=alias, gate=False, project=prj)
         except RegistryError as e: assert 'already holds' in e.message
@@ -388,7 +388,7 @@ def test_traffic_split_and_shadow(env):
 def test_quantize_int8(env):
     "`mlnb serve --quantize int8` serves the torch model with dynamically quantized Linear layers: close to fp32, and says so."
     import numpy as np
-    pytest.importorskip('mlnb.scoring')
+    pytest.importorskip('mlnb.serving.scoring')
     xs, ys = env['mlp_x'], env['mlp_y']
     with server(env['prj'], 'mlp', '--poll-s', '0', '--quantize', 'int8') as url, httpx.Client(base_url=url) as c:
         assert c.get('/model').json()['quantize'] == 'int8'

@@ -16,8 +16,8 @@ except ImportError: jsonschema = None
 def env(tmp_path_factory, tiny_bert):
     import pandas as pd
     from mlnb.project import init
-    from mlnb.registry import register, promote
-    from mlnb.training import train
+    from mlnb.serving.registry import register, promote
+    from mlnb.training.loop import train
     tmp = tmp_path_factory.mktemp('text')
     prj = init(tmp/'p')
     texts, labels = tiny_bert(tmp/'bert', n=24, hidden=16)
@@ -28,7 +28,7 @@ def env(tmp_path_factory, tiny_bert):
 
 
 def test_text_model_over_rest(env):
-    from mlnb.serving import serve
+    from mlnb.serving.server import serve
     prj, texts = env['prj'], env['texts']
     h = serve('sentiment@champion', port=0, background=True, project=prj, poll_s=0)
     try:
@@ -61,7 +61,7 @@ def test_text_model_over_rest(env):
                 b = r.json()
                 assert {'message', 'detail'} <= set(b) and all(w in b['message'] for w in words), (words, b)
             log.flush(); assert len(log.path.read_text().splitlines()) == n0
-        from mlnb.batching import served_log
+        from mlnb.track.predictions import served_log
         df = served_log('sentiment', project=prj)
         assert df.text.tolist()[:2] == [texts[0], texts[0]]
     finally:

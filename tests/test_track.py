@@ -21,7 +21,7 @@ def in_prj(prj, monkeypatch):
 
 
 def client(prj):
-    from mlnb.logger import mlflow_client
+    from mlnb.track.logger import mlflow_client
     return mlflow_client(prj.tracking_uri)
 
 
@@ -107,7 +107,7 @@ def test_search_runs_sees_lineage(in_prj):
     os.environ['MLNB_NOTEBOOK'] = str(nb)
     try:
         with mlnb.run(experiment='lineage', params={'lr': 0.1}) as r:
-            mlnb.data.load('data.csv')  # a versioned dataset: an MLflow dataset input of the run
+            mlnb.data.versions.load('data.csv')  # a versioned dataset: an MLflow dataset input of the run
             mlnb.log(loss=1.0)
             with mlnb.run(name='child') as child: mlnb.log(loss=0.5)
     finally:
@@ -165,7 +165,7 @@ with mlnb.run(experiment='killed') as r:
 """
 
 def spooled_steps(spool):
-    from mlnb.logger import pending
+    from mlnb.track.logger import pending
     steps = set()
     for f in pending(spool):
         try: steps |= {m[3] for m in json.loads(f.read_text())['metrics']}
@@ -174,7 +174,7 @@ def spooled_steps(spool):
 
 
 def test_kill9_then_sync(in_prj):
-    from mlnb.logger import pending
+    from mlnb.track.logger import pending
     spool = in_prj.dir / 'spool'
     p = subprocess.Popen([sys.executable, '-c', CHILD], cwd=in_prj.root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                          env={**os.environ, 'MLNB_TRACKING_FLUSH_INTERVAL': '0.2'})
@@ -273,7 +273,7 @@ def server(tmp_path):
 def test_remote_tracking_server(prj, server, monkeypatch, tmp_path):
     import mlnb
     from mlnb.config import Project
-    from mlnb.track import StoreError
+    from mlnb.track.tracking import StoreError
     monkeypatch.chdir(prj.root)
     monkeypatch.setenv('MLNB_TRACKING_URI', server)
     monkeypatch.setenv('MLNB_TRACKING_SYSTEM_INTERVAL', '0')
@@ -295,14 +295,14 @@ def test_remote_tracking_server(prj, server, monkeypatch, tmp_path):
     down = Project(prj.root, environ={**os.environ, 'MLNB_TRACKING_URI': f"http://127.0.0.1:{_free_port()}"})
     with pytest.raises(StoreError, match='is not reachable'):
         with mlnb.run(experiment='remote', project=down): pass
-    assert mlnb.track.active_run() is None
+    assert mlnb.track.tracking.active_run() is None
 
 
 # ---------------------------------------------------------------- GPU: tensors are buffered without a device sync
 def test_cuda_tensors_logged_without_sync():
     torch = pytest.importorskip('torch')
     if not torch.cuda.is_available(): pytest.skip('needs CUDA')
-    from mlnb.logger import metric_value, to_floats
+    from mlnb.track.logger import metric_value, to_floats
     losses = [torch.tensor(float(i), device='cuda') for i in range(10_000)]
     other = [torch.tensor(1.5, device='cuda', dtype=torch.bfloat16), torch.tensor([3], device='cuda'), 0.25]
     torch.cuda.synchronize()

@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip('torch')
 pytest.importorskip('accelerate')
-from mlnb.training import CheckpointMismatch, TrainError, evaluate, stop, train  # noqa: E402
+from mlnb.training.loop import CheckpointMismatch, TrainError, evaluate, stop, train  # noqa: E402
 
 ENV = {**os.environ, 'DVC_NO_ANALYTICS': '1', 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}
 
@@ -60,7 +60,7 @@ torch.set_num_threads(1)
 from sklearn.datasets import load_digits
 from mlnb.config import Project
 from mlnb.core import events
-from mlnb.training import train
+from mlnb.training.loop import train
 X, y = load_digits(return_X_y=True); X = (X / 16.0).astype('float32')
 class Net(torch.nn.Module):  # defined in __main__, as in a notebook: no other process can import it
     def __init__(self):
@@ -143,7 +143,7 @@ torch.set_num_threads(1)
 from sklearn.datasets import load_digits
 from mlnb.config import Project
 from mlnb.core import events
-from mlnb.training import train
+from mlnb.training.loop import train
 X, y = load_digits(return_X_y=True)
 torch.manual_seed(0)
 net = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Dropout(0.1), torch.nn.ReLU(), torch.nn.Linear(64, 10))
@@ -194,7 +194,7 @@ def test_kill9_mid_epoch_then_rerun_resumes_into_the_same_run(prj, tmp_path):
 DDP_SCRIPT = '''
 import json, sys, torch
 from mlnb.config import Project
-from mlnb.training import train
+from mlnb.training.loop import train
 torch.manual_seed(0)
 X = torch.randn(512, 16); w = torch.randn(16, 1); y = (X @ w + 0.1 * torch.randn(512, 1))
 def net():
@@ -306,7 +306,7 @@ def test_bad_inputs_fail_before_the_first_step(prj, tmp_path):
     assert seen == []
 
 def test_magic_live_view_follows_the_run_and_shows_the_result(ip, prj, monkeypatch):
-    import mlnb.widgets_train as W
+    import mlnb.widgets.train as W
     monkeypatch.chdir(prj.root)
     made, orig = [], W.make_view
     monkeypatch.setattr(W, 'make_view', lambda args, ctx: made.append(orig(args, ctx)) or made[-1])
@@ -346,8 +346,8 @@ from IPython.display import display
 from sklearn.datasets import load_digits
 from mlnb.config import Project
 from mlnb.core import events
-from mlnb.training import train
-from mlnb.widgets_train import TrainView
+from mlnb.training.loop import train
+from mlnb.widgets.train import TrainView
 X, y = load_digits(return_X_y=True)
 v = TrainView('t'); display(v.widget)
 print('BUTTON', v.button.model_id, flush=True)

@@ -6,7 +6,7 @@ import pytest
 optuna = pytest.importorskip("optuna")
 from mlflow import MlflowClient
 from mlnb.project import init
-from mlnb.tuning import tune, TuneError, StorageError
+from mlnb.tuning.study import tune, TuneError, StorageError
 
 
 @pytest.fixture
@@ -213,7 +213,7 @@ def _devices_by_worker(prj, study):
 
 
 def test_workers_pinned_one_gpu_each(prj, monkeypatch):
-    import mlnb.tuning as T
+    import mlnb.tuning.study as T
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setattr(T, "_gpu_count", lambda: 2)  # a machine with two GPUs, as `nvidia-smi -L` would count them
     tune(_where, {"x": (-1.0, 1.0)}, n_trials=8, n_jobs=2, study="pin", seed=0, track=False)
@@ -225,7 +225,7 @@ def test_workers_pinned_one_gpu_each(prj, monkeypatch):
 
 
 def test_pinning_follows_cuda_visible_devices(prj, monkeypatch):
-    import mlnb.tuning as T
+    import mlnb.tuning.study as T
     monkeypatch.setattr(T, "_gpu_count", lambda: 8)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")  # the GPUs this process may use: workers get one of those each
     tune(_where, {"x": (-1.0, 1.0)}, n_trials=6, n_jobs=2, study="cvd", seed=0, track=False)
@@ -275,7 +275,7 @@ def test_gpu_memory_released_after_every_trial(prj, monkeypatch):
 def test_live_view_follows_parallel_workers_and_shows_the_plots(prj, monkeypatch):
     pytest.importorskip("ipywidgets")
     monkeypatch.setenv("MLNB_TRACKING_LINEAGE", "false")
-    import mlnb.widgets_tune as W
+    import mlnb.widgets.tune as W
     views = []
     def make_view(args, ctx):
         v = W.TuneView(f"tune {args.objective}"); v.imp_interval = 0; views.append(v); return v

@@ -24,7 +24,7 @@ def mlp(d=64, h=256, k=10):
     return torch.nn.Sequential(torch.nn.Linear(d, h), torch.nn.ReLU(), torch.nn.Linear(h, k))
 
 def test_auto_picks_cuda_and_bf16_and_reports_mfu_and_memory(prj):
-    from mlnb.training import train
+    from mlnb.training.loop import train
     X, y = data()
     r = train(mlp(), (X, y), val=0.2, epochs=6, batch_size=64, lr=3e-3, project=prj, track=TRACK, log_model=False, experiment='gpu')
     assert r.device == 'cuda' and r.precision == ('bf16' if torch.cuda.is_bf16_supported() else 'fp32')
@@ -35,7 +35,7 @@ def test_auto_picks_cuda_and_bf16_and_reports_mfu_and_memory(prj):
     if any(k in name for k in ('H100', 'H200', 'A100')): assert r.mfu is not None and 0 < r.mfu < 1
 
 def test_fp16_scaler_is_checkpointed_and_resumed(prj):
-    from mlnb.training import stop, train
+    from mlnb.training.loop import stop, train
     X, y = data()
     kw = dict(epochs=2, batch_size=128, lr=3e-3, precision='fp16', project=prj, track=TRACK, log_model=False, experiment='gpu')
     r1 = train(mlp(), (X, y), callbacks=[lambda ev: ev.kind == 'train.step' and ev.data['step'] == 5 and stop()], **kw)
@@ -47,7 +47,7 @@ def test_fp16_scaler_is_checkpointed_and_resumed(prj):
 
 def test_tiny_transformer_bf16_with_grad_accum_and_clip(prj):
     from transformers import BertConfig, BertForSequenceClassification
-    from mlnb.training import train
+    from mlnb.training.loop import train
     torch.manual_seed(0)
     m = BertForSequenceClassification(BertConfig(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                                                  intermediate_size=128, num_labels=2))

@@ -77,7 +77,7 @@ def hf_trainer(d):
 
 def with_mlnb(d, prj, compile=False):
     from mlnb.core import TextRenderer, events
-    from mlnb.training import train
+    from mlnb.training.loop import train
     sink = io.StringIO()
     with events.listening('*', TextRenderer(sink, min_interval=0.5)):
         r = train(model(), d, epochs=1, batch_size=B, lr=5e-5, precision=PREC, compile=compile, project=prj, track=TRACK, experiment='bench',
@@ -86,7 +86,7 @@ def with_mlnb(d, prj, compile=False):
     return r
 
 def mfu(sps, net, d):
-    from mlnb.training import flops_per_sample, peak_flops
+    from mlnb.training.loop import flops_per_sample, peak_flops
     peak = peak_flops(DEV)
     return round(sps * flops_per_sample(net, ({k: v[:1] for k, v in d.items()}, None)) / peak, 4) if peak else None
 
