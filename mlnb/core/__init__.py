@@ -12,5 +12,5 @@ from .errors import *
 from .bus import *
 from .files import *
 from .verbs import *
-from . import errors, bus, files, verbs
+from . import errors, bus, files, charts, verbs  # charts: `from mlnb.core.charts import line_chart`, not gathered here
 __all__ = [n for m in (errors, bus, files, verbs,) for n in m.__all__]  # the package's public names: its modules'

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from ..core import MlnbError, MlnbUsageError, emit, html_table, need, resolve, verb
+from ..core.charts import overlaid_bars
 from ..config import setting, settings
 
 # %% auto #0
@@ -431,16 +432,8 @@ class DriftResult:
             top = np.argsort(-(ca / max(r.n, 1) + cb / max(c.n, 1)))[:30]
             a, b = ca[top] / max(r.n, 1), cb[top] / max(c.n, 1)
             labels = [str(keys[top[0]]), str(keys[top[-1]])] if len(top) else ['', '']
-        k, top_v = len(a), max(a.max(initial=0), b.max(initial=0)) or 1
-        bw, h = (width - 10) / max(k, 1), height - 30
-        bars = ''.join(f"<rect x='{5 + i*bw:.1f}' y='{5 + h - v/top_v*h:.1f}' width='{bw*0.9:.1f}' height='{v/top_v*h:.1f}' fill='{col}' fill-opacity='0.5'/>"
-                       for vals, col in ((a, '#1f77b4'), (b, '#ff7f0e')) for i, v in enumerate(vals))
         row = self.table[self.table.column == column].iloc[0]
-        title = html.escape(f"{column}: {row.test} {row.score:.4g}{' DRIFT' if row.drifted else ''}")
-        axis = (f"<text x='5' y='{height-12}' font-size='10' fill='currentColor'>{html.escape(labels[0])}</text>"
-                f"<text x='{width-5}' y='{height-12}' font-size='10' text-anchor='end' fill='currentColor'>{html.escape(labels[1])}</text>"
-                f"<text x='5' y='{height-1}' font-size='10' fill='currentColor'>{title}</text>")
-        return f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' style='margin:4px'>{bars}{axis}</svg>"
+        return overlaid_bars(list(a), list(b), labels, f"{column}: {row.test} {row.score:.4g}{' DRIFT' if row.drifted else ''}", width, height)
     def _rank(self, s):
         "Sort key: most drifted first (low p-values, high distances)."
         pv = self.table.loc[s.index, 'test'].isin(['ks', 'chisquare', 'z'])

@@ -10,6 +10,7 @@ import contextlib, datetime, os, shlex, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from ..core import MlnbError, MlnbUsageError, emit, html_table, need, verb
+from ..core.charts import esc, line, rect, svg, text
 from ..config import find_project, find_root, load_settings, setting
 
 # %% auto #0
@@ -490,7 +491,6 @@ def dag_svg(stages:list[str], # Stage names in run order
             seconds:dict|None=None, # Stage -> duration, shown under its name
            ) -> str:
     "The pipeline as an inline SVG: stages in layers left to right, coloured by status."
-    from html import escape
     seconds = seconds or {}
     layer = {}
     for s in stages: layer[s] = 1 + max([layer[u] for u, d in edges if d == s and u in layer], default=-1)
@@ -499,17 +499,14 @@ def dag_svg(stages:list[str], # Stage names in run order
     W, H, GX, GY = 150, 46, 40, 16
     pos = {s: (10 + l*(W+GX), 10 + i*(H+GY)) for l, ss in cols.items() for i, s in enumerate(ss)}
     width = 20 + len(cols)*(W+GX) - GX; height = 20 + max((len(v) for v in cols.values()), default=1)*(H+GY) - GY
-    out = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' class='mlnb-dag' font-family='sans-serif' font-size='12'>"]
-    for u, d in edges:
-        (x1, y1), (x2, y2) = pos[u], pos[d]
-        out.append(f"<line x1='{x1+W}' y1='{y1+H/2}' x2='{x2}' y2='{y2+H/2}' stroke='#888' stroke-width='1.5'/>")
+    out = [line(pos[u][0] + W, pos[u][1] + H/2, pos[d][0], pos[d][1] + H/2, stroke='#888', width=1.5) for u, d in edges]
     for s in stages:
-        x, y = pos[s]; stt = status.get(s, '')
+        (x, y), stt = pos[s], status.get(s, '')
         sub = f"{stt}" + (f" · {seconds[s]:.1f}s" if s in seconds else "")
-        out.append(f"<g><title>{escape(s)}: {escape(sub)}</title><rect x='{x}' y='{y}' width='{W}' height='{H}' rx='6' fill='{_COLORS.get(stt, '#bbb')}' fill-opacity='0.25' stroke='{_COLORS.get(stt, '#bbb')}' stroke-width='2'/>"
-                   f"<text x='{x+8}' y='{y+19}' fill='currentColor' font-weight='bold'>{escape(s[:20])}</text>"
-                   f"<text x='{x+8}' y='{y+36}' fill='currentColor'>{escape(sub)}</text></g>")
-    return ''.join(out) + "</svg>"
+        col = _COLORS.get(stt, '#bbb')
+        out.append(f"<g><title>{esc(s)}: {esc(sub)}</title>" + rect(x, y, W, H, col, rx=6, fill_opacity=0.25, stroke=col, stroke_width=2)
+                   + text(x + 8, y + 19, s, size=12, n=20, bold=True) + text(x + 8, y + 36, sub, size=12) + "</g>")
+    return svg(width, height, *out, cls='mlnb-dag')
 
 class PipelineShow:
     "The pipeline's stages with their status: a table in text, a DAG in notebooks."

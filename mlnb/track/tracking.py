@@ -10,6 +10,7 @@ import collections, datetime, getpass, html, json, os, platform, re, signal, soc
 import traceback as _tb
 from pathlib import Path
 from ..core import MlnbError, MlnbUsageError, emit, events, html_table, need, verb
+from ..core.charts import line_chart
 from ..config import Project, find_project, setting
 from .logger import EXIT_HOOKS, MetricError, StoreError, process_alive, buffer, metric_value, mlflow_client
 
@@ -749,28 +750,13 @@ def _num(v):
     try: return int(v) if re.fullmatch(r"-?\d+", v) else float(v) if re.fullmatch(r"-?[\d.]+(e-?\d+)?", v) else v
     except ValueError: return v
 
-_PALETTE = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f']
-
 def svg_curves(key:str, # The metric's name, the chart's title
                curves:dict[str, list[tuple[int, float]]], # `{label: [(step, value), ...]}`, one line each
                w:int=320, # Width in pixels
                h:int=170, # Height in pixels
               ) -> str:
     "An inline SVG line chart of `{label: [(step, value), ...]}` for the metric `key`."
-    pts = [p for c in curves.values() for p in c if p[1] == p[1]]
-    if not pts: return ''
-    x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts); y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
-    sx = lambda x: 40 + (x - x0)/((x1 - x0) or 1)*(w - 50); sy = lambda y: h - 20 - (y - y0)/((y1 - y0) or 1)*(h - 40)
-    lines = []
-    for j, (lab, c) in enumerate(curves.items()):
-        col = _PALETTE[j % len(_PALETTE)]
-        xy = ' '.join(f"{sx(s):.1f},{sy(v):.1f}" for s, v in c if v == v)
-        lines.append(f"<polyline fill='none' stroke='{col}' stroke-width='1.5' points='{xy}'><title>{html.escape(lab)}</title></polyline>"
-                     f"<text x='{w-5}' y='{14+12*j}' font-size='10' text-anchor='end' fill='{col}'>{html.escape(lab)}</text>")
-    axis = (f"<text x='4' y='{h-20}' font-size='10' fill='currentColor'>{y0:.3g}</text><text x='4' y='20' font-size='10' fill='currentColor'>{y1:.3g}</text>"
-            f"<text x='40' y='{h-4}' font-size='10' fill='currentColor'>{x0}</text><text x='{w-10}' y='{h-4}' font-size='10' text-anchor='end' fill='currentColor'>{x1}</text>")
-    return (f"<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' style='color:var(--jp-ui-font-color1,#333)'>"
-            f"<text x='40' y='12' font-size='11' fill='currentColor'>{html.escape(key)}</text>{axis}{''.join(lines)}</svg>")
+    return line_chart(curves, w, h, title=key)
 
 class RunsComparison:
     "Two or more runs side by side: `params` (a diff), `curves` (metric histories) and a summary `table`."

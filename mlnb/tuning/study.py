@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 from ..core import MlnbError, MlnbUsageError, emit, html_table, verb
+from ..core.charts import Scale, esc, hbars, line, polyline, svg, text
 from ..config import Project, find_project
 
 # %% auto #0
@@ -379,13 +380,6 @@ def param_importances(trials:list, # Trial dicts (`state`, `value`, `params`), a
         except Exception: return {}  # e.g. every value equal: nothing to explain
     return {k: float(v) for k, v in imp.items() if math.isfinite(v)}
 
-_SVG = "xmlns='http://www.w3.org/2000/svg' style='color:var(--jp-ui-font-color1,#333);font-family:sans-serif'"
-
-def _esc(s, n=18):
-    import html
-    s = str(s)
-    return html.escape(s if len(s) <= n else s[:n - 1] + '…')
-
 def history_svg(trials:list, # Trial dicts, as in `TuneResult.trials`
                 metric:str='value', # The value's name
                 direction:str='minimize', # Which way is better
@@ -396,42 +390,26 @@ def history_svg(trials:list, # Trial dicts, as in `TuneResult.trials`
     "The optimisation history as inline SVG: each complete trial's value, and the best so far (empty before 2 complete trials)."
     pts = [(t['number'], t['value']) for t in sorted(finished_trials(trials), key=lambda t: t['number'])]
     if len(pts) < 2: return ''
-    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
-    if x1 == x0: x1 = x0 + 1
-    if y1 == y0: y1 = y0 + 1
-    X = lambda x: 30 + (x - x0) / (x1 - x0) * (w - 40)
-    Y = lambda y: h - 20 - (y - y0) / (y1 - y0) * (h - 30)
+    X, Y = Scale.of([p[0] for p in pts], 30, w - 10), Scale.of([p[1] for p in pts], h - 20, 10)
     best, b = [], None
     for x, y in pts:  # the best-so-far line: a step at each improvement
         nb = y if b is None else (min(b, y) if direction == 'minimize' else max(b, y))
         if nb != b:
-            if b is not None: best.append(f"{X(x):.1f},{Y(b):.1f}")
-            best.append(f"{X(x):.1f},{Y(nb):.1f}")
+            if b is not None: best.append((X(x), Y(b)))
+            best.append((X(x), Y(nb)))
             b = nb
-    best.append(f"{X(pts[-1][0]):.1f},{Y(b):.1f}")
+    best.append((X(pts[-1][0]), Y(b)))
     if len(pts) > max_points: pts = [pts[round(i * (len(pts) - 1) / (max_points - 1))] for i in range(max_points)]
     dots = ''.join(f"<circle cx='{X(x):.1f}' cy='{Y(y):.1f}' r='2' fill='currentColor' opacity='0.45'/>" for x, y in pts)
-    return (f"<svg {_SVG} class='mlnb-history' width='{w}' height='{h}'>"
-            f"<text x='30' y='12' font-size='11' fill='currentColor'>{_esc(metric, 30)} per trial; line: best so far</text>{dots}"
-            f"<polyline points='{' '.join(best)}' fill='none' stroke='#e45756' stroke-width='1.5'/>"
-            f"<text x='2' y='{h-20}' font-size='10' fill='currentColor'>{y0:.3g}</text><text x='2' y='22' font-size='10' fill='currentColor'>{y1:.3g}</text>"
-            f"<text x='30' y='{h-6}' font-size='10' fill='currentColor'>trial {x0}</text><text x='{w-10}' y='{h-6}' font-size='10' text-anchor='end' fill='currentColor'>{x1}</text></svg>")
+    return svg(w, h, text(30, 12, f"{esc(metric, 30)} per trial; line: best so far", size=11), dots, polyline(best, stroke='#e45756'),
+               text(2, h - 20, f"{Y.lo:.3g}"), text(2, 22, f"{Y.hi:.3g}"), text(30, h - 6, f"trial {X.lo}"), text(w - 10, h - 6, X.hi, anchor='end'),
+               cls='mlnb-history')
 
 def importance_svg(importances:dict, # Parameter name to importance, as `param_importances` returns
                    w:int=320, # SVG width in px
                   ) -> str:
     "Parameter importances as horizontal bars in inline SVG (empty when there are none)."
-    rows = sorted(importances.items(), key=lambda kv: -kv[1])[:12]
-    if not rows: return ''
-    lw, bh = 110, 16
-    h = 20 + bh * len(rows)
-    bars = ''.join(f"<text x='{lw - 4}' y='{20 + i * bh + 11}' font-size='11' text-anchor='end' fill='currentColor'>{_esc(n)}</text>"
-                   f"<rect x='{lw}' y='{20 + i * bh + 2}' width='{max(1.0, v * (w - lw - 40)):.1f}' height='{bh - 4}' fill='var(--jp-brand-color1,#1976d2)'/>"
-                   f"<text x='{lw + max(1.0, v * (w - lw - 40)) + 4:.1f}' y='{20 + i * bh + 11}' font-size='10' fill='currentColor'>{v:.0%}</text>"
-                   for i, (n, v) in enumerate(rows))
-    return (f"<svg {_SVG} class='mlnb-importances' width='{w}' height='{h}'>"
-            f"<text x='2' y='12' font-size='11' fill='currentColor'>parameter importances (fANOVA)</text>{bars}</svg>")
+    return hbars(dict(sorted(importances.items(), key=lambda kv: -kv[1])[:12]), w, title='parameter importances (fANOVA)', cls='mlnb-importances')
 
 def _heat(f):
     "A colour from blue-grey (f=0, worst) to red (f=1, best)."
@@ -467,31 +445,25 @@ def parallel_svg(trials:list, # Trial dicts, as in `TuneResult.trials`
     v0, v1 = min(t['value'] for t in done), max(t['value'] for t in done)
     span = (v1 - v0) or 1.0
     n = len(names) + 1
-    X = lambda i: 40 + i * (w - 90) / (n - 1)
-    Y = lambda f: 30 + (1 - f) * (h - 52)
+    X, Y = Scale(0, n - 1, 40, w - 50), Scale(0, 1, h - 22, 30)  # axis i; position 0 (bottom) to 1 (top)
     lines = []
     for r, t in enumerate(ranked):
         ys = [_axis_pos(axes[k], t['params'].get(k)) for k in names] + [(t['value'] - v0) / span]
         if any(y is None for y in ys): continue
         good = r / ((len(ranked) - 1) or 1)  # by rank, not value: a few outliers would wash the colours out
-        pts = ' '.join(f"{X(i):.1f},{Y(y):.1f}" for i, y in enumerate(ys))
-        lines.append(f"<polyline points='{pts}' fill='none' stroke='{_heat(good)}' stroke-width='1' opacity='{0.3 + 0.6 * good:.2f}'/>")
+        lines.append(polyline([(X(i), Y(y)) for i, y in enumerate(ys)], stroke=_heat(good), width=1, opacity=f"{0.3 + 0.6 * good:.2f}"))
     def ticks(i, p):
         if p is None: return [(1.0, f"{v1:.3g}"), (0.0, f"{v0:.3g}")]
         if p.kind == 'choice':
             cs = p.choices if len(p.choices) <= 8 else [p.choices[0], p.choices[-1]]
-            return [(_axis_pos(p, c), _esc(c, 10)) for c in cs]
+            return [(_axis_pos(p, c), c) for c in cs]
         return [(1.0, f"{p.high:.3g}"), (0.0, f"{p.low:.3g}")]
     ax = []
     for i, k in enumerate(names + [metric]):
         p = axes.get(k) if i < len(names) else None
-        bold = " font-weight='bold'" if p is None else ''
-        ax.append(f"<line x1='{X(i):.1f}' y1='{Y(1):.1f}' x2='{X(i):.1f}' y2='{Y(0):.1f}' stroke='currentColor' opacity='0.5'/>"
-                  f"<text x='{X(i):.1f}' y='22' font-size='11' text-anchor='middle' fill='currentColor'{bold}>{_esc(k, 14)}</text>"
-                  + ''.join(f"<text x='{X(i) + 3:.1f}' y='{Y(f) + 3:.1f}' font-size='9' fill='currentColor' opacity='0.8'>{lab}</text>" for f, lab in ticks(i, p)))
-    return (f"<svg {_SVG} class='mlnb-parallel' width='{w}' height='{h}'>"
-            f"<text x='2' y='10' font-size='11' fill='currentColor'>parallel coordinates ({len(lines)} complete trials; red: best)</text>"
-            f"{''.join(lines)}{''.join(ax)}</svg>")
+        ax.append(line(X(i), Y(1), X(i), Y(0), opacity=0.5) + text(X(i), 22, k, size=11, anchor='middle', n=14, bold=p is None)
+                  + ''.join(text(X(i) + 3, Y(f) + 3, lab, size=9, n=10, opacity=0.8) for f, lab in ticks(i, p)))
+    return svg(w, h, text(2, 10, f"parallel coordinates ({len(lines)} complete trials; red: best)", size=11), *lines, *ax, cls='mlnb-parallel')
 
 def _best(trials, direction):
     done = finished_trials(trials)

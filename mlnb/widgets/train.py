@@ -8,27 +8,13 @@ Docs: https://mlnb.github.io/mlnb/widgets_train.html.md"""
 from __future__ import annotations
 import html, math, sys, threading, time
 from ..core import Event, need
+from ..core.charts import sparkline  # the loss line of the view
 from .base import LiveView
 
 # %% auto #0
-__all__ = ['sparkline', 'poll_comms', 'TrainView', 'make_view']
+__all__ = ['poll_comms', 'TrainView', 'make_view']
 
 # %% ../../nbs/97_widgets_train.ipynb #e8bb0dbc
-def sparkline(ys:list, # The values, oldest first
-              width:int=320, # SVG width in px
-              height:int=60, # SVG height in px
-              label:str='', # Shown with the last value
-             ) -> str:
-    "An inline SVG line of `ys` with its last value (empty for fewer than two finite values)."
-    ys = [y for y in ys if y is not None and math.isfinite(y)]
-    if len(ys) < 2: return ''
-    lo, hi = min(ys), max(ys)
-    span = (hi - lo) or 1.0
-    pts = ' '.join(f"{i * (width - 4) / (len(ys) - 1) + 2:.1f},{height - 2 - (y - lo) / span * (height - 14):.1f}" for i, y in enumerate(ys))
-    return (f"<svg width='{width}' height='{height}' style='color:var(--jp-brand-color1,#1976d2)'>"
-            f"<polyline fill='none' stroke='currentColor' stroke-width='1.5' points='{pts}'/>"
-            f"<text x='2' y='10' font-size='10' fill='var(--jp-ui-font-color2,#666)'>{html.escape(label)} {ys[-1]:.4g} (min {lo:.4g})</text></svg>")
-
 def _kernel():
     "The running ipykernel, when this is the main thread of one."
     ip = sys.modules.get('IPython')
