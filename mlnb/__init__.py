@@ -17,6 +17,35 @@ _API = {
     'predict_file': 'serving.scoring', 'quantize_model': 'serving.quantize', 'quantize_report': 'serving.scoring',
 }
 
+# The first house was flat; its modules now live in packages by concept. `import mlnb.registry` (or `from mlnb.quality
+# import check`) still works and gives the module at its new place (`mlnb.serving.registry`), with a DeprecationWarning.
+_MOVED = {'logger': 'track.logger', 'quality': 'data.quality', 'explainer': 'monitor.explanations', 'cards': 'monitor.cards',
+          'registry': 'serving.registry', 'batching': 'serving.batching', 'scoring': 'serving.scoring',
+          'pipelines': 'pipeline.steps', 'templates': 'pipeline.templates', 'scheduler': 'pipeline.schedule',
+          'retraining': 'pipeline.retraining', 'demo': 'pipeline.demo',
+          **{f'widgets_{v}': f'widgets.{v}' for v in ('runs', 'data', 'monitor', 'registry', 'train', 'tune', 'pipeline')}}
+
+class _MovedFinder:
+    "Finds `mlnb.OLD` for a module that moved into a package, and gives the module at its new place."
+    @staticmethod
+    def find_spec(fullname, path=None, target=None):
+        if not fullname.startswith('mlnb.') or fullname[5:] not in _MOVED: return None
+        import importlib.util
+        return importlib.util.spec_from_loader(fullname, _MovedFinder)
+    @staticmethod
+    def create_module(spec):
+        import importlib, warnings
+        new = f"mlnb.{_MOVED[spec.name[5:]]}"
+        warnings.warn(f"{spec.name} is now {new}", DeprecationWarning, stacklevel=3)
+        m = importlib.import_module(new)
+        spec.loader_state = (m.__spec__, m.__loader__)
+        return m
+    @staticmethod
+    def exec_module(module): module.__spec__, module.__loader__ = module.__spec__.loader_state  # the module keeps its own spec
+
+import sys as _sys
+if not any(f is _MovedFinder or getattr(f, '__name__', '') == '_MovedFinder' for f in _sys.meta_path): _sys.meta_path.append(_MovedFinder)
+
 def __getattr__(name):
     import importlib
     if name in _API:

@@ -16,6 +16,24 @@ def one_line_error(r):
     assert 'Traceback' not in r.stderr and 'Traceback' not in r.stdout
     return lines[0]
 
+# --- the house -----------------------------------------------------------------------------------------
+
+def test_modules_of_the_flat_house_still_import():
+    """Code written against the flat house (`import mlnb.registry`, `from mlnb.quality import check`) gets the module at
+    its new place, the same object, with a DeprecationWarning that names it."""
+    code = ("import warnings, mlnb\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n"
+            "    import mlnb.registry as r, mlnb.serving.registry as r2\n"
+            "assert r is r2 and r.__spec__.name == 'mlnb.serving.registry' and r.promote is mlnb.promote\n"
+            "assert any('mlnb.registry is now mlnb.serving.registry' in str(x.message) for x in w), [str(x.message) for x in w]\n"
+            "from mlnb.quality import check; from mlnb.data.quality import check as c2; assert check is c2\n"
+            "from mlnb.pipelines import step; from mlnb import demo; assert demo.__name__ == 'mlnb.pipeline.demo'\n"
+            "import mlnb.widgets_train as wt; assert wt.__name__ == 'mlnb.widgets.train'\n"
+            "import importlib; importlib.reload(r)  # the module keeps its own spec\n")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
 # --- the command ---------------------------------------------------------------------------------------
 
 def test_help_and_version(mlnb_cli, tmp_path):
