@@ -59,7 +59,7 @@ def clean(root:Path, rel:str):
     (root/'.mlnb/dvc-remote').mkdir(parents=True, exist_ok=True)
 
 def mlnb_add(root, rel, full):
-    from mlnb.data.versions import add
+    from mlnb.data import add
     t = time.perf_counter()
     r = add(root/rel, root=root, **({} if full else dict(push=False, commit=False)))
     dt = time.perf_counter() - t
@@ -126,7 +126,7 @@ def main():
 
         if 'status' not in cases: return
         # no-change status: one tracked folder of N files, nothing changed
-        from mlnb.data.versions import add, status
+        from mlnb.data import add, status
         from dvc.repo import Repo
         root = roots['mlnb']
         fresh_folder(root/'data/files', a.files)

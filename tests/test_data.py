@@ -79,7 +79,7 @@ def test_add_v1_v2_checkout_v1_is_byte_identical_and_status_agrees_with_dvc(prj)
     assert st.returncode == 0 and 'data/train.csv  clean  modified' in st.stdout  # data matches its .dvc file; the .dvc file now differs from HEAD
     ds = dvc('status', '--json', cwd=prj.root)
     assert ds.returncode == 0 and json.loads(ds.stdout) == {}
-    from mlnb.data.versions import status
+    from mlnb.data import status
     assert status().dvc == json.loads(ds.stdout)
 
     f.write_text('id,age,income,city,y\n0,1,2,x,0\n')  # now the workspace differs: both say so
@@ -100,7 +100,7 @@ def test_add_missing_path_exits_nonzero_with_one_line_and_repo_unchanged(prj):
     assert repo_state(prj.root) == before
 
 def test_gate_flags_each_injected_defect_and_passes_clean_data(prj):
-    from mlnb.data.versions import add, check, require_clean, profile_of
+    from mlnb.data import add, check, require_clean, profile_of
     from mlnb.data.quality import QualityError
     df = table(200)
     df.to_csv('data/train.csv', index=False)
@@ -139,7 +139,7 @@ def test_gate_flags_each_injected_defect_and_passes_clean_data(prj):
 # ---------------------------------------------------------------- a failed add leaves no trace
 
 def test_failed_commit_leaves_repo_exactly_as_it_was(prj):
-    from mlnb.data.versions import add, DataError
+    from mlnb.data import add, DataError
     table().to_csv('data/train.csv', index=False)
     add('data/train.csv', tag='v1')
     table(120, seed=3).to_csv('data/train.csv', index=False)
@@ -152,7 +152,7 @@ def test_failed_commit_leaves_repo_exactly_as_it_was(prj):
     assert 'v2' not in git('tag', cwd=prj.root).split()
 
 def test_failed_push_of_a_new_path_leaves_no_dvc_file(prj):
-    from mlnb.data.versions import add, DataError
+    from mlnb.data import add, DataError
     (prj.root/'data/model.bin').write_bytes(os.urandom(1000))
     blocker = prj.root.parent/'not-a-folder'; blocker.write_text('x')
     dvc('remote', 'modify', '--local', 'mlnb', 'url', str(blocker/'remote'), cwd=prj.root)
@@ -167,7 +167,7 @@ def test_failed_push_of_a_new_path_leaves_no_dvc_file(prj):
 # ---------------------------------------------------------------- bad inputs, each one line with a hint
 
 def test_bad_inputs_are_one_line_errors_with_hints(prj, tmp_path):
-    from mlnb.data.versions import add, load, checkout, log, DataError
+    from mlnb.data import add, load, checkout, log, DataError
     before = repo_state(prj.root)
     (prj.root/'data/bad.csv').write_text('a,b\n1,2\n3,4,5,6\n')
     (prj.root/'data/bin.csv').write_bytes(b'\xff\xfe\x00\x81garbage\x00' * 10)
@@ -207,7 +207,7 @@ def test_bad_inputs_are_one_line_errors_with_hints(prj, tmp_path):
     assert r.returncode == 2 and "invalid choice: 'bogus'" in r.stderr
 
 def test_checkout_refuses_a_dirty_tree(prj):
-    from mlnb.data.versions import add, checkout, DataError
+    from mlnb.data import add, checkout, DataError
     f = prj.root/'data/train.csv'
     table().to_csv(f, index=False); add('data/train.csv', tag='v1')
     table(30, seed=2).to_csv(f, index=False); add('data/train.csv', tag='v2')
@@ -225,7 +225,7 @@ def test_checkout_refuses_a_dirty_tree(prj):
 
 def test_load_reads_versions_from_the_remote_without_touching_the_workspace(prj):
     from mlnb.core import events
-    from mlnb.data.versions import add, load
+    from mlnb.data import add, load
     f = prj.root/'data/train.parquet'
     table(40).to_parquet(f); r1 = add('data/train.parquet', tag='v1')
     table(60, seed=5).to_parquet(f); add('data/train.parquet', tag='v2')
@@ -243,13 +243,13 @@ def test_load_reads_versions_from_the_remote_without_touching_the_workspace(prj)
     assert len(load('data/train.parquet@v1')) == 40
     os.chdir(prj.root)
     # checkout too fetches from the remote what the cache lacks
-    from mlnb.data.versions import checkout
+    from mlnb.data import checkout
     shutil.rmtree(prj.root/'.dvc/cache')
     checkout('data/train.parquet@v1')
     assert md5(f) == r1.md5 and pd.read_parquet(f).equals(table(40))
 
 def test_load_jsonl_other_files_and_folders(prj):
-    from mlnb.data.versions import add, load, log, diff
+    from mlnb.data import add, load, log, diff
     (prj.root/'data/events.jsonl').write_text('{"a": 1, "b": "x"}\n{"a": 2, "b": "y"}\n')
     add('data/events.jsonl', tag='j1')
     assert load('data/events.jsonl@j1').to_dict('list') == {'a': [1, 2], 'b': ['x', 'y']}
@@ -303,7 +303,7 @@ def test_magic_errors_are_one_line(prj, ip, capsys):
     assert 'DataError: no such file or folder: missing.csv (hint: ' in text and 'Traceback' not in text
 
 def test_big_tables_are_validated_cheaply_and_profiled_on_demand(prj):
-    from mlnb.data.versions import add, profile_of, DataError
+    from mlnb.data import add, profile_of, DataError
     table(50).to_csv('data/train.csv', index=False)
     (prj.root/'data/bad.csv').write_text('a,b\n1,2\n3,4,5,6\n')
     r = cli('data', 'add', 'data/train.csv', '--tag', 'v1', env={'MLNB_DATA_PROFILE_MAX_MB': '0'})
@@ -315,7 +315,7 @@ def test_big_tables_are_validated_cheaply_and_profiled_on_demand(prj):
     assert r.returncode == 1 and 'cannot read data/bad.csv as csv' in r.stderr  # still refused: its first rows are parsed
 
 def test_auto_commit_setting(prj):
-    from mlnb.data.versions import add, DataError
+    from mlnb.data import add, DataError
     table().to_csv('data/train.csv', index=False)
     r = cli('data', 'add', 'data/train.csv', env={'MLNB_DATA_AUTO_COMMIT': '0'})
     assert r.returncode == 0 and 'commit' not in r.stdout
@@ -327,7 +327,7 @@ def test_auto_commit_setting(prj):
 
 def test_added_folder_is_complete_on_the_remote_for_dvcs_own_clients(prj):
     "add pushes only the new version's objects (not the whole workspace index): every file of the folder must be there."
-    from mlnb.data.versions import add, load
+    from mlnb.data import add, load
     imgs = prj.root/'data/images'; (imgs/'sub').mkdir(parents=True)
     content = {f'{i}.bin': os.urandom(100 + i) for i in range(30)} | {'sub/x.txt': b'nested'}
     for k, v in content.items(): (imgs/k).write_bytes(v)
@@ -349,7 +349,7 @@ def test_added_folder_is_complete_on_the_remote_for_dvcs_own_clients(prj):
     assert (old/'sub/x.txt').read_bytes() == b'nested' and len([p for p in old.rglob('*') if p.is_file()]) == 31
 
 def test_gitignore_rules_and_negations(prj):
-    from mlnb.data.versions import add, DataError
+    from mlnb.data import add, DataError
     (prj.root/'.gitignore').write_text((prj.root/'.gitignore').read_text() + 'scratch*.csv\n!scratch-keep.csv\nweird/*.dvc\n')
     git('add', '.gitignore', cwd=prj.root); git('commit', '-q', '-m', 'ignore rules', cwd=prj.root)
     table().to_csv(prj.root/'data/scratch-keep.csv', index=False); table().to_csv(prj.root/'data/scratch-drop.csv', index=False)

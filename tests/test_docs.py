@@ -55,15 +55,15 @@ def test_notebooks_process_for_docs(site):
 # ---- docstrings and docments --------------------------------------------------------------------------------------
 
 def _exported():
-    "(module, name, object) for every function and class in a module's `__all__`, defined in that module."
+    "(module, name, object) for every function and class in a module's `__all__`, defined in that module (the modules of the packages too)."
     import mlnb
-    for m in sorted(pkgutil.iter_modules(mlnb.__path__), key=lambda m: m.name):
-        if m.name.startswith('_'): continue
-        mod = importlib.import_module(f'mlnb.{m.name}')
+    for m in sorted(pkgutil.walk_packages(mlnb.__path__, 'mlnb.'), key=lambda m: m.name):
+        if any(part.startswith('_') for part in m.name.split('.')) or '.project_templates' in m.name: continue
+        mod = importlib.import_module(m.name)
         for name in getattr(mod, '__all__', []):
             obj = getattr(mod, name, None)
             if (inspect.isfunction(obj) or inspect.isclass(obj)) and getattr(obj, '__module__', None) == mod.__name__:
-                yield m.name, name, obj
+                yield m.name[5:], name, obj
 
 def undocumented_params(obj) -> list[str]:
     "Parameters of a function (or a class's own `__init__`, or a dataclass's fields) with neither a docment nor a mention in the docstring."
@@ -259,6 +259,6 @@ def test_pages_workflow_publishes_the_tested_build():
 
 def test_no_iframes():
     "Widgets are ipywidgets views: no notebook output or module renders an iframe (they break in VS Code and Colab)."
-    hits = [p.relative_to(ROOT).as_posix() for p in [*NBS.rglob('*.ipynb'), *(ROOT/'mlnb').glob('*.py')]
+    hits = [p.relative_to(ROOT).as_posix() for p in [*NBS.rglob('*.ipynb'), *(ROOT/'mlnb').rglob('*.py')]
             if re.search(r'<iframe|IFrame\(', p.read_text(errors='ignore'), re.I)]
     assert not hits, f"iframes in: {hits}"

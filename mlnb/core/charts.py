@@ -27,7 +27,8 @@ class Scale:
     def __call__(self, v:float) -> float: return self.a + (v - self.lo) / ((self.hi - self.lo) or 1) * (self.b - self.a)
     @classmethod
     def of(cls, values, # The data values the scale must span
-           a:float, b:float, # The pixels of the smallest and the largest
+           a:float, # The pixel of the smallest
+           b:float, # The pixel of the largest
           ) -> Scale:
         "A scale spanning `values`."
         vs = [v for v in values if v == v]
@@ -43,7 +44,8 @@ def esc(s, # Anything: shown as text
 def _attrs(**kw) -> str:
     return ''.join(f" {k.rstrip('_').replace('_', '-')}='{v}'" for k, v in kw.items() if v is not None)
 
-def text(x:float, y:float, # Where the text's anchor is
+def text(x:float, # Where the text's anchor is: x
+         y:float, # and y (its baseline)
          s, # What it says (escaped here)
          size:int=10, # Font size in px
          anchor:str|None=None, # `'middle'` or `'end'` (default: start)
@@ -67,7 +69,10 @@ def polyline(points, # `(x, y)` pixel pairs
     tip = f"<title>{esc(title)}</title>" if title else ''
     return f"<polyline points='{pts}' fill='none' stroke='{stroke}' stroke-width='{width}'" + _attrs(opacity=opacity) + f">{tip}</polyline>"
 
-def line(x1:float, y1:float, x2:float, y2:float, # From, to, in px
+def line(x1:float, # From: x
+         y1:float, # and y
+         x2:float, # To: x
+         y2:float, # and y
          stroke:str='currentColor', # Its colour
          width:float=1, # Its width in px
          opacity:float|None=None, # Its opacity
@@ -75,14 +80,18 @@ def line(x1:float, y1:float, x2:float, y2:float, # From, to, in px
     "An SVG `<line>`: an axis, an edge."
     return f"<line x1='{x1:.1f}' y1='{y1:.1f}' x2='{x2:.1f}' y2='{y2:.1f}' stroke='{stroke}' stroke-width='{width}'" + _attrs(opacity=opacity) + "/>"
 
-def rect(x:float, y:float, w:float, h:float, # Its box in px
+def rect(x:float, # Its left edge
+         y:float, # Its top edge
+         w:float, # Its width
+         h:float, # Its height
          fill:str, # Its colour
          **kw, # More attributes: `fill_opacity=0.5`, `rx=6`, `stroke=...`
         ) -> str:
     "An SVG `<rect>`."
     return f"<rect x='{x:.1f}' y='{y:.1f}' width='{w:.1f}' height='{h:.1f}' fill='{fill}'" + _attrs(**kw) + "/>"
 
-def svg(w:int, h:int, # Its size in px
+def svg(w:int, # Width in px
+        h:int, # Height in px
         *parts:str, # Its marks
         cls:str|None=None, # A CSS class, to find the chart in a page
         style:str=STYLE, # Inline style
@@ -92,7 +101,8 @@ def svg(w:int, h:int, # Its size in px
 
 # %% ../../nbs/04_core_charts.ipynb #be4bf8e3
 def line_chart(series:dict, # `{label: [(x, y), ...]}`: one line each, in `PALETTE` order
-               w:int=320, h:int=170, # Size in px
+               w:int=320, # Width in px
+               h:int=170, # Height in px
                title:str='', # Shown at the top
                legend:bool=True, # Label each line at the top right
                cls:str|None=None, # A CSS class
@@ -140,10 +150,12 @@ def hbars(items:dict, # `{label: value}`, values in 0…1, drawn in this order
              + text(label_w + bar(v) + 4, 20 + i*bh + 11, fmt.format(v)) for i, (n, v) in enumerate(items.items())]
     return svg(w, h, text(2, 12, title, size=11), *marks, cls=cls)
 
-def overlaid_bars(a:list, b:list, # Two distributions over the same bins (shares of rows)
+def overlaid_bars(a:list, # A distribution over bins (shares of rows): the reference
+                  b:list, # Another over the same bins: the current
                   labels:tuple=('', ''), # Written under the first and the last bin
                   title:str='', # Written at the bottom
-                  w:int=320, h:int=140, # Size in px
+                  w:int=320, # Width in px
+                  h:int=140, # Height in px
                   colors:tuple=('#1f77b4', '#ff7f0e'), # The colours of `a` and `b`
                  ) -> str:
     "Two histograms overlaid, half transparent: a reference and a current distribution."
