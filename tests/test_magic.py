@@ -106,8 +106,9 @@ def test_every_feature_module_imports_nothing_heavy():
 def test_arguments_resolve_from_the_namespace(ip):
     "A verb's `ctx.resolve` finds notebook variables by name (dotted too), and says which names are close when not."
     from mlnb.core import VERBS, verb
-    @verb("probe-test", "return the object named", lambda p: p.add_argument("obj"))
-    def _probe(args, ctx): return ctx.resolve(args.obj, required=True, what="model")
+    def probe(obj:str, # The name of a notebook variable
+             ): return obj
+    verb("probe-test", "return the object named", fn=probe, call=lambda fn, kw, ctx: ctx.resolve(fn(**kw), required=True, what="model"))
     try:
         ip.user_ns['clf'] = clf = object()
         ip.user_ns['cfg'] = {'a': 1}
