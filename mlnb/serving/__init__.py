@@ -1,4 +1,4 @@
-"""From a run to predictions: the registry and its aliases (registry), batching and the prediction log (batching), int8 quantization (quantize), the FastAPI server (server), and batch scoring (scoring).
+"""From a run to predictions: the registry and its aliases (registry), micro-batching and a cache (batching), int8 quantization (quantize), the FastAPI server (server), and batch scoring (scoring).
 
 Docs: https://mlnb.github.io/mlnb/serving.html.md"""
 
