@@ -44,7 +44,7 @@ class _MovedFinder:
     def exec_module(module): module.__spec__, module.__loader__ = module.__spec__.loader_state  # the module keeps its own spec
 
 import sys as _sys
-if not any(f is _MovedFinder or getattr(f, '__name__', '') == '_MovedFinder' for f in _sys.meta_path): _sys.meta_path.append(_MovedFinder)
+if not any(getattr(f, '__name__', None) == '_MovedFinder' for f in _sys.meta_path): _sys.meta_path.append(_MovedFinder)  # once, even if mlnb is reloaded
 
 def __getattr__(name):
     import importlib

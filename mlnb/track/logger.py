@@ -382,7 +382,7 @@ def _at_exit():
     for fn in EXIT_HOOKS:
         try: fn()
         except Exception as e: print(f"mlnb: at exit: {e!r}", file=sys.stderr)
-    if _BUFFER is not None: _BUFFER.close()
+    close_buffer()
 
 def buffer() -> MetricBuffer:
     "The process-wide `MetricBuffer`, started on first use with the project's flush settings."
