@@ -144,7 +144,7 @@ def test_bad_input(reg):
     r = mlnb('promote', 'cancer', '3', '--holdout', 'holdout.csv', '--metric', 'auc', cwd=root)
     assert r.returncode == 2 and 'unknown gate metric' in r.stderr
     r = mlnb('promote', 'cancer', '3', '--holdout', 'nope.csv', cwd=root)
-    assert r.returncode == 2 and 'does not exist' in r.stderr
+    assert r.returncode == 1 and 'no such file: nope.csv' in r.stderr
     r = mlnb('promote', 'cancer', '3', '--holdout', 'holdout.csv', '--target', 'label', cwd=root)
     assert r.returncode == 2 and "no target column 'label'" in r.stderr
     r = mlnb('register', 'not-a-run', 'cancer', cwd=root)

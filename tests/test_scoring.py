@@ -170,7 +170,7 @@ def test_pt2_model_quantizes_like_the_module(env):
 @pytest.mark.parametrize('args,code,msg', [
     (['cancer@nope', 'cancer.csv', '--out', 'o.csv'], 1, "model 'cancer' has no alias @nope"),
     (['cancr', 'cancer.csv', '--out', 'o.csv'], 1, "no registered model 'cancr'"),
-    (['cancer', 'missing.csv', '--out', 'o.csv'], 1, 'the input missing.csv does not exist'),
+    (['cancer', 'missing.csv', '--out', 'o.csv'], 1, 'no such file: missing.csv'),
     (['cancer', 'garbage.parquet', '--out', 'o.csv'], 1, 'cannot read garbage.parquet'),
     (['cancer', 'digits.parquet', '--out', 'o.csv'], 1, 'lacks the column(s) radius, texture, perimeter, area'),
     (['cancer', 'cancer.csv', '--out', 'nodir/o.csv'], 1, 'the output folder nodir does not exist'),

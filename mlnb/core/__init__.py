@@ -1,4 +1,4 @@
-"""The ground every other module stands on: errors with hints (`errors`), events (`bus`), atomic files and HTML tables (`files`), and the verb registry (`verbs`).
+"""The ground every other module stands on: errors with hints (`errors`), events (`bus`), atomic files and HTML tables (`files`), the verb registry (`verbs`), and the one resolver for data (`refs`).
 
 Docs: https://mlnb.github.io/mlnb/core.html.md"""
 
@@ -12,5 +12,6 @@ from .errors import *
 from .bus import *
 from .files import *
 from .verbs import *
-from . import errors, bus, files, charts, verbs  # charts: `from mlnb.core.charts import line_chart`, not gathered here
-__all__ = [n for m in (errors, bus, files, verbs,) for n in m.__all__]  # the package's public names: its modules'
+from .refs import *
+from . import errors, bus, files, charts, verbs, refs  # charts: `from mlnb.core.charts import line_chart`, not gathered here
+__all__ = [n for m in (errors, bus, files, verbs, refs) for n in m.__all__]  # the package's public names: its modules'

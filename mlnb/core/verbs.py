@@ -12,8 +12,8 @@ from typing import Any, Callable
 from .errors import HelpShown, MlnbUsageError
 
 # %% auto #0
-__all__ = ['VERBS', 'RESOLVERS', 'ArgParser', 'VerbContext', 'Verb', 'verb', 'Option', 'options', 'load_verbs', 'verbs_help',
-           'parse_verb', 'run_verb', 'check_cell', 'Resolver', 'resolver', 'resolve']
+__all__ = ['VERBS', 'ArgParser', 'VerbContext', 'Verb', 'verb', 'Option', 'options', 'load_verbs', 'verbs_help', 'parse_verb',
+           'run_verb', 'check_cell']
 
 # %% ../../nbs/05_core_verbs.ipynb #5f0e48de
 class ArgParser(argparse.ArgumentParser):
@@ -286,36 +286,3 @@ def check_cell(v:Verb, # The verb about to run
     "A `%%mlnb` cell body given to a verb that takes none is a usage error, not silently dropped code."
     if ctx.cell is not None and not v.cell:
         raise MlnbUsageError(f"`%%mlnb {v.name}` takes no cell body", hint=f"use the line magic `%mlnb {v.name} ...` (one %)")
-
-# %% ../../nbs/05_core_verbs.ipynb #a6828172
-@dataclass
-class Resolver:
-    "A handler that turns a string reference of one `form` into a `kind` of thing, registered by the feature that knows the form."
-    kind: str  # What it gives: `'table'`, `'profile'`, ...
-    form: str  # The form it takes, as errors name it: `PATH@REV`, `served:NAME`
-    match: Callable  # `match(ref) -> bool`: does it take this reference?
-    fn: Callable  # `fn(ref, **kw)`: the thing
-
-RESOLVERS: list[Resolver] = []
-
-def resolver(kind:str, # What the handler gives: `'table'`, `'profile'`, ...
-             form:str, # The form of reference it takes, as errors should name it (`PATH@REV`)
-             match:Callable, # `match(ref) -> bool`: does it take this reference? (the first registered that does wins)
-            ):
-    "Decorator: register `fn(ref, **kw)` as the handler of `form` references to a `kind`."
-    def deco(fn):
-        RESOLVERS.append(Resolver(kind, form, match, fn)); return fn
-    return deco
-
-def resolve(kind:str, # What is wanted: `'table'`, `'profile'`, ...
-            ref:str, # The reference, e.g. `data/train.csv@v1`
-            **kw, # Passed on to the handler (`root=`, ...)
-           ):
-    "The `kind` that `ref` names, from the first registered handler that takes it; one error naming every accepted form."
-    for attempt in (0, 1):
-        for r in RESOLVERS:
-            if r.kind == kind and r.match(ref): return r.fn(ref, **kw)
-        if not attempt: load_verbs()  # feature modules register their handlers when imported
-    forms = [r.form for r in RESOLVERS if r.kind == kind]
-    raise MlnbUsageError(f"cannot read {ref!r} as a {kind}",
-                         hint=f"give {' or '.join(forms)}" if forms else f"nothing in mlnb reads a {kind} from a reference")

@@ -13,22 +13,19 @@ from pathlib import Path
 from typing import Any
 import mlnb  # annotations say `mlnb.data.quality.Profile`: that module is imported on first use
 from ..core import MlnbError, atomic_write, emit, html_table, need, resolver, verb
+from ..core.refs import DataError, TABLE_KINDS, read_table, table_kind
+_all_ = ['DataError', 'TABLE_KINDS', 'read_table', 'table_kind']  # read and raised here; kept in `mlnb.data`'s names
 from ..config import Project, find_project, setting
 
 # %% auto #0
-__all__ = ['TABLE_KINDS', 'DataError', 'parse_spec', 'table_kind', 'read_table', 'profile_of', 'AddResult', 'add', 'DataStatus',
-           'status', 'Version', 'DataLog', 'log', 'load', 'CheckoutResult', 'checkout', 'DataDiff', 'diff',
-           'quality_gate']
+__all__ = ['parse_spec', 'profile_of', 'AddResult', 'add', 'DataStatus', 'status', 'Version', 'DataLog', 'log', 'load',
+           'CheckoutResult', 'checkout', 'DataDiff', 'diff', 'quality_gate', 'DataError', 'TABLE_KINDS', 'read_table',
+           'table_kind']
 
 # %% ../../nbs/22_data_versions.ipynb #70729b0c
-class DataError(MlnbError):
-    "Bad data input: a missing, unreadable or malformed file, a path outside the project, an unknown version, unsaved changes."
-
 setting("data.auto_commit", True, "`mlnb data add` commits the .dvc file to git (off: it is staged only, and --tag is refused)")
 setting("data.push", True, "`mlnb data add` pushes the new version to the project's default DVC remote")
 setting("data.profile_max_mb", 200, "Tables up to this size (MB) are profiled when added; larger ones when a profile is first asked for")
-
-TABLE_KINDS = {'.csv': 'csv', '.tsv': 'tsv', '.parquet': 'parquet', '.pq': 'parquet', '.jsonl': 'jsonl', '.ndjson': 'jsonl'}
 
 
 # %% ../../nbs/22_data_versions.ipynb #aff02004
@@ -41,11 +38,6 @@ def parse_spec(spec:str, # `PATH` or `PATH@REV` (REV: a tag, branch or commit)
         if not path or not rev: raise DataError(f"bad version spec '{spec}'", hint="write PATH@REV, e.g. data/train.csv@v1")
         return path, rev
     return spec, None
-
-def table_kind(path:str|Path, # A file name or path (only its suffix counts)
-              ) -> str|None:
-    "`csv`, `tsv`, `parquet` or `jsonl` when `path` is a table mlnb can read, else None."
-    return TABLE_KINDS.get(Path(str(path)).suffix.lower())
 
 # %% ../../nbs/22_data_versions.ipynb #a649ce88
 def _git(*args, cwd, check:bool=True, input:str|None=None) -> subprocess.CompletedProcess:
@@ -127,26 +119,6 @@ def _require_out(prj, rel, commit, rev=None) -> dict:
     return out
 
 # %% ../../nbs/22_data_versions.ipynb #f317eea6
-def read_table(src, # A path, or a binary file object
-               kind:str, # `csv`, `tsv`, `parquet` or `jsonl`
-               name:str|None=None, # How to call the file in errors
-               nrows:int|None=None, # Read only this many rows (text tables)
-              ):
-    "Read a table into a pandas DataFrame; a `DataError` when it is unreadable or malformed."
-    import pandas as pd
-    name = name or str(src)
-    try:
-        if kind == 'csv': return pd.read_csv(src, nrows=nrows)
-        if kind == 'tsv': return pd.read_csv(src, sep='\t', nrows=nrows)
-        if kind == 'jsonl': return pd.read_json(src, lines=True, nrows=nrows)
-        if kind == 'parquet': return pd.read_parquet(src)
-    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-        msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        if isinstance(e, PermissionError): msg = "permission denied"
-        raise DataError(f"cannot read {name} as {kind}: {msg}",
-                        hint=f"check that the file is valid {kind} (open it, or re-export it), and readable") from None
-    raise DataError(f"unknown table kind '{kind}'", hint=f"one of {sorted(set(TABLE_KINDS.values()))}")
-
 def _validate(p:Path, rel:str, kind:str):
     "A cheap parse of a big table: its first rows, or its Parquet footer."
     if kind == 'parquet':

@@ -11,7 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from ..core import MlnbError, MlnbUsageError, emit, html_table, need, resolve, verb
+from ..core import DataError, MlnbError, MlnbUsageError, emit, html_table, need, read_data, verb
 from ..core.charts import overlaid_bars
 from ..config import setting, settings
 
@@ -30,7 +30,7 @@ setting("drift.disk_cache", True, "Also keep reference profiles under .mlnb/cach
 
 _log = logging.getLogger("mlnb.drift")
 
-class DriftInputError(MlnbError):
+class DriftInputError(DataError):
     "Reference and current data that cannot be compared: missing or extra columns, mismatched dtypes, no rows."
 
 class DriftAlert(MlnbError):
@@ -215,25 +215,18 @@ class _ProfileCache:
 profile_cache = _ProfileCache()
 
 # %% ../../nbs/51_monitor_datadrift.ipynb #8ee4eaf0
-def read_frame(src:str|Path, # A CSV/TSV/Parquet path, a dataset version `path@rev`, or `served[:NAME]` (the prediction log)
+def read_frame(src:str|Path, # A table file, a dataset version `path@rev`, or `served[:NAME]` (the prediction log)
+               what:str='data', # How to call it in errors
               ):
-    "Read a CSV/TSV/Parquet file, a dataset version `path@rev` (through `mlnb.data.versions`) or the served prediction log into a DataFrame."
-    import pandas as pd
+    "`src` as a DataFrame, read by `core.read_data` like every verb's data; the prediction log without its service columns."
     s = str(src)
-    p = Path(s).expanduser()
-    if not p.exists() and (s == 'served' or s.startswith('served:')):
-        df = resolve('table', s)  # the prediction log (`mlnb.track.predictions` registers the form)
+    df = read_data(s, what, error=DriftInputError)
+    if (s == 'served' or s.startswith('served:')) and not Path(s).exists():
         if len(df) == 0:
             raise DriftInputError(f"the prediction log{' of ' + s.split(':', 1)[1] if ':' in s else ''} is empty",
                                   hint="serve a model with serve.log_predictions on and send it requests, or pass data")
         return df.drop(columns=[c for c in ('id', 'time', 'model', 'version', 'latency_ms', 'label') if c in df.columns])  # service columns and feedback labels
-    if not p.exists() and '@' in s: return resolve('table', s)  # a data version (`mlnb.data.versions` registers the form)
-    if not p.exists():
-        raise DriftInputError(f"no such file: {s}", hint="pass a DataFrame, a CSV/Parquet path, or a dataset version `path@v1`")
-    suf = p.suffix.lower()
-    if suf in ('.csv', '.tsv', '.txt'): return pd.read_csv(p, sep='\t' if suf == '.tsv' else ',')
-    if suf in ('.parquet', '.pq'): return pd.read_parquet(p)
-    raise DriftInputError(f"cannot read '{p.name}': only .csv, .tsv and .parquet files", hint="load it into a DataFrame and pass that")
+    return df
 
 def _check_frame(df, side:str):
     import pandas as pd
@@ -259,11 +252,11 @@ def drift_profile(data, # A DataFrame, a CSV/Parquet path, a dataset version, or
         if cache and p.is_file():
             key = _file_key(p)
             if (prof := profile_cache.get(key)) is not None: return prof
-            df = _check_frame(read_frame(p), side)
+            df = _check_frame(read_frame(p, f'the {side} data'), side)
             prof = _summarise(df, source=str(data), key=key)
             profile_cache.put(key, prof)
             return prof
-        data = read_frame(data)
+        data = read_frame(data, f'the {side} data')
     df = _check_frame(data, side)
     md5 = (getattr(df, 'attrs', None) or {}).get('mlnb', {}).get('md5')  # a dataset version names its content
     key = (f"dvc-{md5}" if md5 else frame_key(df)) if cache else None
@@ -544,8 +537,8 @@ def evidently_drift(reference, # DataFrame or path (as in `drift`)
     import pandas as pd
     ev = need('evidently')
     from evidently.presets import DataDriftPreset
-    ref = _check_frame(read_frame(reference) if isinstance(reference, (str, Path)) else reference, 'reference')
-    cur = _check_frame(read_frame(current) if isinstance(current, (str, Path)) else current, 'current')
+    ref = _check_frame(read_frame(reference, 'the reference data') if isinstance(reference, (str, Path)) else reference, 'reference')
+    cur = _check_frame(read_frame(current, 'the current data') if isinstance(current, (str, Path)) else current, 'current')
     snap = ev.Report([DataDriftPreset(columns=_as_list(columns), drift_share=share)], include_tests=True).run(cur, ref)
     d = snap.dict()
     from evidently.legacy.calculations.stattests.registry import _registered_stat_tests

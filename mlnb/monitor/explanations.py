@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64, html, io
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from ..core import MlnbError, MlnbUsageError, emit, html_table, need, verb
+from ..core import MlnbError, MlnbUsageError, emit, forms, html_table, is_table_ref, need, read_data, verb
 
 # %% auto #0
 __all__ = ['ExplainError', 'explainer_kind', 'Explanation', 'explain', 'FairnessError', 'FairnessResult', 'fairness']
@@ -252,18 +252,17 @@ def fairness(model, # A fitted binary classifier, or None with `prediction`
 
 # %% ../../nbs/52_monitor_explanations.ipynb #6f1c398d
 def _obj(v, what:str, ctx):
-    "A notebook object as it is; a word (the CLI, or no such variable): a model file (joblib/pickle) or a data file (CSV/Parquet)."
+    "A notebook object as it is; a word (the CLI, or no such variable): a model file (joblib/pickle), or data in any form `read_data` takes."
     if not isinstance(v, (str, int, float)) or isinstance(v, bool): return v
     from pathlib import Path
     p = Path(str(v)).expanduser()
-    if not p.is_file():
-        raise MlnbUsageError(f"no {what} named `{v}`" + (" in the notebook" if ctx.namespace is not None else ""),
-                             hint=f"define it in the notebook, or pass a file path")
-    if p.suffix.lower() in ('.joblib', '.pkl', '.pickle'):
+    if what == 'model' and p.is_file() and p.suffix.lower() in ('.joblib', '.pkl', '.pickle'):
         import joblib
         return joblib.load(p)
-    from mlnb.monitor.datadrift import read_frame
-    return read_frame(p)
+    if what == 'model' or not (p.exists() or is_table_ref(v)):
+        raise MlnbUsageError(f"no {what} named `{v}`" + (" in the notebook" if ctx.namespace is not None else ""),
+                             hint="define it in the notebook, or pass a file path" + (" (.joblib, .pkl)" if what == 'model' else f": {forms('table')}"))
+    return read_data(str(v), what)
 
 def _explain_call(fn, kw, ctx):
     "`explain` with the model and the data read from files where the notebook has no such variables."
@@ -271,7 +270,7 @@ def _explain_call(fn, kw, ctx):
 
 verb("explain", "SHAP values of DATA under MODEL, the explainer picked by model type; top features and plots", fn=explain,
      opts=dict(model=dict(help="the model: a notebook variable, or a .joblib/.pkl file"),
-               data=dict(help="the rows: a notebook DataFrame, or a CSV/Parquet file"),
+               data=dict(help="the rows: a notebook DataFrame, a table file, PATH@REV or served:NAME"),
                n_background=dict(flags=['--background', '--n-background'])),
      call=_explain_call)
 
@@ -290,6 +289,6 @@ def _fairness_call(fn, kw, ctx):
 
 verb("fairness", "per-group selection rate, TPR, FPR, accuracy; demographic parity and equalized odds gaps", fn=fairness,
      opts=dict(model=dict(help="the classifier: a notebook variable or a .joblib/.pkl file; '-' with --prediction"),
-               data=dict(help="a notebook DataFrame or a CSV/Parquet file"),
+               data=dict(help="a notebook DataFrame, a table file, PATH@REV or served:NAME"),
                sensitive=dict(positional=False), target=dict(positional=False), pos_label=dict(kind='str')),
      call=_fairness_call)

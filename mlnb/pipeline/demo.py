@@ -8,7 +8,7 @@ Docs: https://mlnb.github.io/mlnb/pipeline_demo.html.md"""
 from __future__ import annotations
 import os, sys
 from pathlib import Path
-from ..core import MlnbError, emit, verb
+from ..core import MlnbError, emit, read_data, verb
 from ..config import Project
 from ..project import init
 
@@ -55,13 +55,12 @@ def _jupyter_lab() -> str:
 
 def _loop(prj:Project, step, serve:bool):
     import json
-    import pandas as pd
     from mlnb.pipeline.steps import reproduce
     res = reproduce(project=prj)
     m = json.loads((prj.root/'metrics.json').read_text())
     step(f"pipeline: {str(res).splitlines()[0]}; holdout accuracy {m['accuracy']:.3f}; classifier @champion registered")
     label = prj.settings['retrain.label']
-    holdout = pd.read_csv(prj.path(prj.settings['retrain.holdout']))
+    holdout = read_data(prj.path(prj.settings['retrain.holdout']), 'the holdout', root=prj.root)
     X = holdout.drop(columns=[label])
     from mlnb.monitor.datadrift import drift
     shifted = X.copy()

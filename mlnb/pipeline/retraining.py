@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt, html, json, os, shutil, time
 from dataclasses import dataclass, field
 from pathlib import Path
-from ..core import MlnbError, atomic_write, emit, html_table, verb
+from ..core import MlnbError, atomic_write, emit, html_table, read_data, verb
 from ..config import Project, find_project, setting
 
 # %% auto #0
@@ -59,8 +59,7 @@ def _drifted(prj:Project, name:str) -> tuple[bool, str]:
     served = served_log(name, project=prj)
     if served is None or len(served) == 0: return False, "no served predictions yet"
     ref = prj.path(prj.settings['retrain.train_on'])
-    import pandas as pd
-    train = pd.read_csv(ref).drop(columns=[prj.settings['retrain.label']], errors='ignore')
+    train = read_data(ref, 'the training table', root=prj.root).drop(columns=[prj.settings['retrain.label']], errors='ignore')
     cols = [c for c in train.columns if c in served.columns]
     if not cols: return False, "the serving log has none of the training columns"
     res = drift(train[cols], served[cols])
@@ -97,7 +96,6 @@ def retrain(name:str, # The registered model to retrain
     return rep
 
 def _retrain(prj, st, rep, data, require_approval, if_drift, if_new_data):
-    import pandas as pd
     from mlnb.data import quality
     raw = prj.path(st['retrain.data'])
     if data is not None:
@@ -111,8 +109,7 @@ def _retrain(prj, st, rep, data, require_approval, if_drift, if_new_data):
     # the data gate, on the new table before it replaces anything
     table = src if data is not None else raw
     if not table.exists(): raise RetrainError(f"no raw table at {table}", hint="set retrain.data in mlnb.toml")
-    try: df = pd.read_csv(table)
-    except Exception as e: raise RetrainError(f"cannot read {table}: {e}", hint="the raw table must be a CSV file") from None
+    df = read_data(table, 'the raw table', root=prj.root)
     ref = prj.path(st['retrain.reference'])
     if ref.exists():
         try: found = quality.require_clean(df, against=quality.Profile.from_json(ref.read_text()), label=st['retrain.label'])

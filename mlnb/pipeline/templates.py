@@ -8,7 +8,7 @@ Docs: https://mlnb.github.io/mlnb/pipeline_templates.html.md"""
 from __future__ import annotations
 import shutil
 from pathlib import Path
-from ..core import MlnbError, MlnbUsageError, atomic_write, emit, mlnb_requirement, verb
+from ..core import MlnbError, MlnbUsageError, atomic_write, emit, mlnb_requirement, read_data, verb
 from ..config import Project
 from ..project import STARTER_FILES, git_commit, init
 
@@ -51,7 +51,6 @@ CLASSIFICATION_STAGES = [  # notebook, deps, outs, metrics, params section
 ]
 
 def _classification(prj:Project, step):
-    import pandas as pd
     from sklearn.datasets import load_breast_cancer
     from mlnb.data import versions as mdata; from mlnb.data import quality
     from mlnb.pipeline.steps import pipeline_add, project_repo
@@ -63,7 +62,7 @@ def _classification(prj:Project, step):
         df.to_csv(raw, index=False); step("data: wrote data/raw.csv (scikit-learn's breast cancer set)")
     ref = prj.root/'data'/'reference-profile.json'
     if not ref.exists():
-        ref.write_text(quality.profile(pd.read_csv(raw), source='data/raw.csv').to_json()); step("data: profiled it into data/reference-profile.json")
+        ref.write_text(quality.profile(read_data(raw, 'the raw table'), source='data/raw.csv').to_json()); step("data: profiled it into data/reference-profile.json")
     if not (prj.root/'data'/'raw.csv.dvc').exists():
         mdata.add('data/raw.csv', message="raw data of the classification template", root=prj.root)
         step("data: versioned data/raw.csv with DVC")

@@ -10,7 +10,7 @@ import json, logging, os, re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
-from ..core import MlnbError, MlnbUsageError, emit, html_table, need, verb
+from ..core import MlnbError, MlnbUsageError, emit, html_table, need, read_data, verb
 from ..config import Project, find_project, setting
 from ..audit import audit_log
 from ..track.predictions import metric_fn
@@ -22,7 +22,7 @@ __all__ = ['RegistryError', 'PromotionRefused', 'registry_client', 'model_versio
 # %% ../../nbs/61_serving_registry.ipynb #77e420a0
 setting("registry.metric", "accuracy", "Metric the promotion gate compares: accuracy, f1, precision, recall, r2, rmse, mae, mse")
 setting("registry.min_improvement", 0.0, "How much better (in metric units) a candidate must score than the alias's holder to be promoted")
-setting("registry.holdout", "", "Holdout file (CSV or Parquet) the promotion gate scores on; empty: pass one to `promote`")
+setting("registry.holdout", "", "Holdout table the promotion gate scores on (a table file or PATH@REV); empty: pass one to `promote`")
 setting("registry.target", "target", "The label column of the holdout file")
 
 class RegistryError(MlnbError):
@@ -143,12 +143,6 @@ class Gate:
         if pred.ndim == 2 and pred.shape[1] > 1: pred = pred.argmax(1)  # class scores -> labels
         return float(fn(np.asarray(self.y), pred.reshape(len(pred), -1)[:, 0] if pred.ndim > 1 else pred))
 
-def _read_table(path:str|Path):
-    pd = need('pandas')
-    p = Path(path)
-    if not p.exists(): raise MlnbUsageError(f"holdout file {p} does not exist", hint="check the path, or the setting registry.holdout")
-    return pd.read_parquet(p) if p.suffix in ('.parquet', '.pq') else pd.read_csv(p)
-
 def gate_from(gate, # A `Gate`, `(X, y)`, a DataFrame with the target column, a file path, or None (the `registry.holdout` setting)
               prj:Project, # The project (its settings fill what is unset)
               target:str|None=None, # The label column of a DataFrame or file (setting `registry.target`)
@@ -161,7 +155,7 @@ def gate_from(gate, # A `Gate`, `(X, y)`, a DataFrame with the target column, a 
             raise MlnbUsageError("the promotion gate has no holdout to score on",
                                  hint="pass gate=Gate(X, y) (or `--holdout FILE`), set registry.holdout in mlnb.toml, or promote ungated with gate=False (`--no-gate`)")
         gate = prj.path(prj.settings['registry.holdout'])
-    if isinstance(gate, (str, Path)): gate = _read_table(gate)
+    if isinstance(gate, (str, Path)): gate = read_data(gate, 'the holdout', root=prj.root)
     if isinstance(gate, tuple) and len(gate) == 2: gate = Gate(*gate)
     if hasattr(gate, 'columns') and not isinstance(gate, Gate):
         if target not in gate.columns: raise MlnbUsageError(f"the holdout has no target column '{target}'", hint=f"its columns: {', '.join(map(str, gate.columns))}; set registry.target or pass --target")
@@ -357,7 +351,7 @@ def _promote_call(fn, kw, ctx):
 
 verb("promote", "move an alias (default champion) to a version if it beats the holder on the holdout", fn=promote,
      opts=dict(gate=dict(flags=['--holdout'], metavar='HOLDOUT',
-                         help="the holdout: a CSV/Parquet file, or a notebook DataFrame or Gate (default: setting registry.holdout)"),
+                         help="the holdout: a table file, PATH@REV, or a notebook DataFrame or Gate (default: setting registry.holdout)"),
                no_gate=dict(extra=True, action='store_true', help="move the alias without scoring (audited as ungated)"),
                comparison=dict(skip=True)),
      call=_promote_call)

@@ -1,4 +1,4 @@
-"""Batch and optimised inference: `mlnb predict NAME@ALIAS INPUT --out OUTPUT` scores CSV/Parquet files in resumable chunks through the server's prediction code, and `quantize_report` judges an int8 torch model (made by `mlnb.serving.quantize`) against fp32.
+"""Batch and optimised inference: `mlnb predict NAME@ALIAS INPUT --out OUTPUT` scores table files (or a table at a version) in resumable chunks through the server's prediction code, and `quantize_report` judges an int8 torch model (made by `mlnb.serving.quantize`) against fp32.
 
 Docs: https://mlnb.github.io/mlnb/serving_scoring.html.md"""
 
@@ -10,7 +10,7 @@ import copy, dataclasses, hashlib, json, os, time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from ..core import MlnbError, MlnbUsageError, emit, html_table, need, verb
+from ..core import DataError, MlnbError, MlnbUsageError, TABLE_KINDS, emit, html_table, iter_table, need, read_data, table_kind, verb
 from ..config import Project, find_project, setting
 from .quantize import QUANTIZE_MODES, QuantizeError, quantize_model
 
@@ -21,28 +21,27 @@ __all__ = ['ScoringError', 'PredictResult', 'predict_file', 'QuantizeReport', 'q
 setting("predict.chunk_size", 10000, "Rows per chunk of `mlnb predict`: each chunk is scored and saved on its own, so a re-run resumes after the last one saved")
 setting("predict.max_batch", 1024, "Most rows `mlnb predict` sends to the model in one call")
 
-class ScoringError(MlnbError):
+class ScoringError(DataError):
     "Batch scoring cannot go on: a missing or unreadable input, columns the model does not take, a bad output path."
 
-_FORMATS = {'.csv': 'csv', '.parquet': 'parquet', '.pq': 'parquet'}
+_OUT_FORMATS = {'.csv': 'csv', '.parquet': 'parquet', '.pq': 'parquet'}  # inputs: any table `core.read_table` reads
 _DELAY_ENV = 'MLNB_PREDICT_CHUNK_DELAY_S'  # seconds to sleep after each scored chunk (tests kill a job mid-way with it)
 
 def _out_format(out:Path) -> str:
-    fmt = _FORMATS.get(out.suffix.lower())
+    fmt = _OUT_FORMATS.get(out.suffix.lower())
     if fmt is None: raise MlnbUsageError(f"cannot tell the output format of {out}", hint="end --out with .csv, .parquet or .pq")
     if not out.parent.is_dir(): raise ScoringError(f"the output folder {out.parent} does not exist", hint=f"create it first (mkdir -p {out.parent})")
     if out.is_dir(): raise ScoringError(f"the output {out} is a folder", hint="give a file name ending in .csv or .parquet")
     return fmt
 
 def _input_files(inp:Path, out:Path) -> list[Path]:
-    "The files to score: `inp` itself, or the CSV/Parquet files in the folder `inp` (not the output)."
-    if not inp.exists(): raise ScoringError(f"the input {inp} does not exist", hint="give a CSV or Parquet file, or a folder of them")
+    "The files to score: `inp` itself, or the table files in the folder `inp` (not the output)."
     if inp.is_dir():
         skip = {out.resolve(), Path(f"{out}.parts").resolve()}
-        files = sorted(f for f in inp.iterdir() if f.is_file() and f.suffix.lower() in _FORMATS and f.resolve() not in skip)
-        if not files: raise ScoringError(f"the folder {inp} holds no CSV or Parquet files", hint="name them *.csv, *.parquet or *.pq")
+        files = sorted(f for f in inp.iterdir() if f.is_file() and table_kind(f) and f.resolve() not in skip)
+        if not files: raise ScoringError(f"the folder {inp} holds no table files", hint=f"name them *{', *'.join(TABLE_KINDS)}")
         return files
-    if inp.suffix.lower() not in _FORMATS: raise ScoringError(f"cannot read {inp}: not a CSV or Parquet file", hint="give a .csv, .parquet or .pq file, or a folder of them")
+    if table_kind(inp) is None: read_data(str(inp), 'the input', error=ScoringError)  # raises: not a table, no such file
     if inp.resolve() == out.resolve(): raise MlnbUsageError(f"the output {out} is the input", hint="write the predictions to another file")
     return [inp]
 
@@ -58,11 +57,11 @@ def _fingerprint(f) -> tuple[str, int|None]:
         with open(f, 'rb') as fh:
             for b in iter(lambda: fh.read(1 << 20), b''): h.update(b); lines += b.count(b'\n')
     except OSError as e: raise ScoringError(f"cannot read {f}: {e.strerror or e}", hint="check the file's permissions") from None
-    if _FORMATS[f.suffix.lower()] == 'parquet':
+    if table_kind(f) == 'parquet':
         pq = need('pyarrow.parquet', pip='pyarrow')
         try: return h.hexdigest(), pq.ParquetFile(f).metadata.num_rows
         except Exception as e: raise ScoringError(f"cannot read {f}: {_line(e)}", hint="is it a Parquet file? (convert it, or rename a CSV to .csv)") from None
-    return h.hexdigest(), max(lines - 1, 0)
+    return h.hexdigest(), lines if table_kind(f) == 'jsonl' else max(lines - 1, 0)
 
 def _line(e:BaseException) -> str:
     s = str(e).strip()
@@ -73,16 +72,8 @@ def _chunks(f, n:int):
     if hasattr(f, 'columns'):
         for i in range(0, len(f), n): yield f.iloc[i:i+n]
         return
-    pd = need('pandas')
-    try:
-        if _FORMATS[f.suffix.lower()] == 'parquet':
-            pq = need('pyarrow.parquet', pip='pyarrow')
-            it = (b.to_pandas() for b in pq.ParquetFile(f).iter_batches(batch_size=n))
-        else: it = pd.read_csv(f, chunksize=n)
-        for df in it: yield df
-    except MlnbError: raise
-    except Exception as e:
-        raise ScoringError(f"cannot read {f}: {_line(e)}", hint="check that it is a well-formed CSV (with a header) or Parquet file") from None
+    try: yield from iter_table(f, n)
+    except DataError as e: raise ScoringError(e.message, hint=e.hint) from None
 
 # %% ../../nbs/65_serving_scoring.ipynb #bb7a6e07
 def _model_rows(slot, df, id_column:str|None, src:str):
@@ -198,7 +189,7 @@ def _load(model:str, quantize:str|None, prj:Project):
     return slot
 
 def predict_file(model:str, # The registered model: `NAME@ALIAS`, `NAME/VERSION` or `NAME` (`@champion`)
-                 input:str|Path|pd.DataFrame, # A CSV or Parquet file, a folder of them, or a DataFrame (in a notebook: its name)
+                 input:str|Path|pd.DataFrame, # A table file, a folder of them, `PATH@REV`, or a DataFrame (in a notebook: its name)
                  out:str|Path, # The output file: `.csv`, `.parquet` or `.pq` (finished chunks wait in `OUT.parts/` until it is written)
                  *, chunk_size:int|None=None, # Rows per chunk (setting `predict.chunk_size`)
                  max_batch:int|None=None, # Most rows per model call (setting `predict.max_batch`)
@@ -214,6 +205,8 @@ def predict_file(model:str, # The registered model: `NAME@ALIAS`, `NAME/VERSION`
     max_batch = st['predict.max_batch'] if max_batch is None else max_batch
     if chunk_size < 1 or max_batch < 1: raise MlnbUsageError("--chunk-size and --max-batch must be at least 1")
     out = Path(out).expanduser(); fmt = _out_format(out)
+    if isinstance(input, (str, Path)) and not Path(input).expanduser().exists():
+        input = read_data(str(input), 'the input', root=prj.root, error=ScoringError)  # PATH@REV, served:NAME; else: no such file
     is_df = hasattr(input, 'columns')
     files = [input] if is_df else _input_files(Path(input).expanduser(), out)
     names = ['<DataFrame>'] if is_df else [f.name for f in files]
@@ -319,7 +312,7 @@ def _log_report(rep:QuantizeReport) -> bool:
     return False
 
 def quantize_report(model:str, # The registered torch model: `NAME@ALIAS`, `NAME/VERSION` or `NAME`
-                    holdout:str|Path|pd.DataFrame, # A CSV/Parquet file or a DataFrame with the target column (in a notebook: its name), or `(X, y)`
+                    holdout:str|Path|pd.DataFrame, # A table file, `PATH@REV`, or a DataFrame with the target column (in a notebook: its name), or `(X, y)`
                     target:str|None=None, # The target column (setting `registry.target`)
                     *, mode:Literal['int8']="int8", # The quantization
                     metric:str|None=None, # A gate metric: accuracy, f1, precision, recall, r2, rmse, mae or mse (setting `registry.metric`)
@@ -353,6 +346,6 @@ def quantize_report(model:str, # The registered torch model: `NAME@ALIAS`, `NAME
     return rep
 
 # %% ../../nbs/65_serving_scoring.ipynb #5a4f8081
-verb("predict", "score a CSV/Parquet file or folder with a registered model, in resumable chunks: NAME@ALIAS INPUT --out OUTPUT",
+verb("predict", "score a table file, folder or PATH@REV with a registered model, in resumable chunks: NAME@ALIAS INPUT --out OUTPUT",
      predict_file, opts=dict(out=dict(positional=False)))
 verb("quantize-report", "int8 against fp32 for a registered torch model: rows/s and the metric on a holdout", quantize_report);

@@ -111,9 +111,9 @@ def served_log(name:str|None=None, # The served model (default: every model with
     return df
 
 @resolver('table', 'served or served:NAME (the prediction log)', lambda ref: isinstance(ref, str) and (ref == 'served' or ref.startswith('served:')))
-def _served_table(ref:str, project=None):
+def _served_table(ref:str, root=None):
     "The prediction log named by `served` (every model) or `served:NAME`, as a table."
-    return served_log(ref.split(':', 1)[1] if ':' in ref else None, project=project)
+    return served_log(ref.split(':', 1)[1] if ':' in ref else None, project=root)
 
 # %% ../../nbs/13_track_predictions.ipynb #1000b13f
 _FEEDBACK_LOCK = threading.Lock()

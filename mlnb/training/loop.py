@@ -11,7 +11,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
-from ..core import MlnbError, MlnbUsageError, emit, events, html_table, need, verb
+from ..core import MlnbError, MlnbUsageError, emit, events, html_table, is_table_ref, need, read_data, verb
 from ..config import setting
 from ..track.logger import tune_malloc  # light (no MLflow): declares `perf.malloc_tuning` before a project's settings are read
 
@@ -989,13 +989,8 @@ def _length(ds, what):
     return n
 
 def _read_data(v, what:str):
-    "`v` read as a DataFrame when it names a table file (CSV, TSV, Parquet, JSONL); anything else as it is."
-    if not isinstance(v, (str, Path)): return v
-    from mlnb.data.versions import read_table, table_kind
-    kind = table_kind(v)
-    if kind is None: raise TrainError(f"{what} '{v}' is not a table file", hint="pass the data itself, or a .csv, .tsv, .parquet or .jsonl file")
-    if not Path(v).is_file(): raise TrainError(f"no {what} file at {v}", hint="check the path")
-    return read_table(v, kind, str(v))
+    "`v` read by `core.read_data` when it names a table (a file, `PATH@REV`, `served:NAME`); anything else as it is."
+    return read_data(v, what)
 
 def train(model, # A torch `nn.Module`, a Hugging Face sequence classifier (or its local folder), or a scikit-learn estimator
           data, # Dataset, DataLoader, `(X, y)` arrays/tensors, DataFrame (with `target`) or a table file (CSV, TSV, Parquet, JSONL); texts for HF models
@@ -1214,9 +1209,8 @@ def _train_face(fn, kw, ctx):
         return launch_script(m, kw['gpus'] or 1, shlex.split(script_args))
     if kw['data'] is None: raise MlnbUsageError("train needs --data", hint="e.g. %mlnb train model --data train_ds --epochs 3")
     if isinstance(m, str) and not Path(m).is_dir(): ctx.resolve(m, required=True, what='model')  # raises: no such notebook object
-    from mlnb.data.versions import table_kind
     for k, what in (('data', 'data'), ('val', 'validation data')):
-        if isinstance(kw[k], str) and table_kind(kw[k]) is None: ctx.resolve(kw[k], required=True, what=what)  # raises likewise
+        if isinstance(kw[k], str) and not (is_table_ref(kw[k]) or Path(kw[k]).exists()): ctx.resolve(kw[k], required=True, what=what)  # raises likewise
     return fn(**kw)
 
 verb("train", "train a model (torch, Hugging Face, scikit-learn) with checkpoints, resume, mixed precision and DDP", fn=train, call=_train_face,
