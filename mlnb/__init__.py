@@ -13,7 +13,7 @@ _API = {
     'init': 'project', 'quickstart': 'pipeline.demo', 'use_template': 'pipeline.templates',
     'step': 'pipeline.steps', 'reproduce': 'pipeline.steps', 'pipeline_add': 'pipeline.steps',
     'train': 'training.loop', 'evaluate': 'training.loop',
-    'tune': 'tuning.study', 'TuneResult': 'tuning.study',
+    'tune': 'tuning.study', 'TuneResult': 'tuning.result',
     'predict_file': 'serving.scoring', 'quantize_model': 'serving.quantize', 'quantize_report': 'serving.scoring',
 }
 

@@ -6,7 +6,9 @@ import pytest
 optuna = pytest.importorskip("optuna")
 from mlflow import MlflowClient
 from mlnb.project import init
-from mlnb.tuning.study import tune, TuneError, StorageError
+from mlnb.tuning.study import tune
+from mlnb.tuning.space import TuneError
+from mlnb.tuning.storage import StorageError
 
 
 @pytest.fixture
@@ -213,7 +215,7 @@ def _devices_by_worker(prj, study):
 
 
 def test_workers_pinned_one_gpu_each(prj, monkeypatch):
-    import mlnb.tuning.study as T
+    import mlnb.tuning.worker as T
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setattr(T, "_gpu_count", lambda: 2)  # a machine with two GPUs, as `nvidia-smi -L` would count them
     tune(_where, {"x": (-1.0, 1.0)}, n_trials=8, n_jobs=2, study="pin", seed=0, track=False)
@@ -225,7 +227,7 @@ def test_workers_pinned_one_gpu_each(prj, monkeypatch):
 
 
 def test_pinning_follows_cuda_visible_devices(prj, monkeypatch):
-    import mlnb.tuning.study as T
+    import mlnb.tuning.worker as T
     monkeypatch.setattr(T, "_gpu_count", lambda: 8)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")  # the GPUs this process may use: workers get one of those each
     tune(_where, {"x": (-1.0, 1.0)}, n_trials=6, n_jobs=2, study="cvd", seed=0, track=False)

@@ -1,4 +1,4 @@
-"""Hyperparameter search with Optuna: studies, search spaces, workers and pruning (study).
+"""Hyperparameter search with Optuna: the search space (space), where a study lives (storage), its charts (plots), one trial (trial), what comes back (result), where trials run (worker), and the study itself (study).
 
 Docs: https://mlnb.github.io/mlnb/tuning.html.md"""
 
@@ -8,6 +8,12 @@ Docs: https://mlnb.github.io/mlnb/tuning.html.md"""
 __all__ = []
 
 # %% ../../nbs/40_tuning.ipynb #d27c0e03
+from .space import *
+from .storage import *
+from .plots import *
+from .trial import *
+from .result import *
+from .worker import *
 from .study import *
-from . import study
-__all__ = [n for m in (study,) for n in m.__all__]  # the package's public names: its modules'
+from . import space, storage, plots, trial, result, worker, study
+__all__ = [n for m in (space, storage, plots, trial, result, worker, study) for n in m.__all__]  # the package's public names: its modules'

@@ -9,7 +9,8 @@ from __future__ import annotations
 import html, time
 from ..core import Event, MlnbError, need
 from .base import LiveView
-from ..tuning.study import parse_space, param_importances, study_html, finished_trials
+from ..tuning.space import parse_space
+from ..tuning.plots import param_importances, study_html, finished_trials
 
 # %% auto #0
 __all__ = ['TuneView', 'make_view']
