@@ -1,4 +1,4 @@
-"""From a run to predictions: the registry and its aliases (registry), micro-batching and a cache (batching), int8 quantization (quantize), the FastAPI server (server), and batch scoring (scoring).
+"""From a run to predictions: the registry and its aliases (registry), micro-batching and a cache (batching), int8 quantization (quantize), a loaded version and its input schema (slots), batch scoring (scoring), the serving engine (engine), its FastAPI app (app), and `mlnb serve` (server).
 
 Docs: https://mlnb.github.io/mlnb/serving.html.md"""
 
@@ -10,8 +10,11 @@ __all__ = []
 # %% ../../nbs/60_serving.ipynb #7337e128
 from .registry import *
 from .batching import *
-from .server import *
-from .scoring import *
 from .quantize import *
-from . import registry, batching, server, scoring, quantize
-__all__ = [n for m in (registry, batching, server, scoring, quantize,) for n in m.__all__]  # the package's public names: its modules'
+from .slots import *
+from .scoring import *
+from .engine import *
+from .app import *
+from .server import *
+from . import registry, batching, quantize, slots, scoring, engine, app, server
+__all__ = [n for m in (registry, batching, quantize, slots, scoring, engine, app, server,) for n in m.__all__]  # the package's public names: its modules'

@@ -38,6 +38,10 @@ class Batcher:
     async def stop(self):
         if self._task: self._task.cancel()
         self._pool.shutdown(wait=False)
+    @property
+    def running(self) -> bool:
+        "The worker task runs (between `start` and `stop`): what a server's `/ready` reports."
+        return self._task is not None and not self._task.done()
     async def submit(self, rows:list) -> tuple[list, Any]:
         "Predictions for `rows`, and the model that made them."
         fut = asyncio.get_running_loop().create_future()

@@ -108,7 +108,7 @@ def _model_rows(slot, df, id_column:str|None, src:str):
 
 def _score(slot, rows, max_batch:int, src:str) -> list:
     "One prediction per row, from `predict_rows` in calls of at most `max_batch` rows."
-    from mlnb.serving.server import predict_rows
+    from mlnb.serving.slots import predict_rows
     out = []
     try:
         for i in range(0, len(rows), max_batch): out += predict_rows(slot, rows[i:i+max_batch])
@@ -178,7 +178,7 @@ class PredictResult:
         return html_table(rows, ['', 'value'], caption=repr(self))
 
 def _load(model:str, quantize:str|None, prj:Project):
-    from mlnb.serving.server import load_slot, parse_target
+    from mlnb.serving.slots import load_slot, parse_target
     name, alias, version = parse_target(model)
     if quantize is not None and quantize not in QUANTIZE_MODES:
         raise MlnbUsageError(f"unsupported quantization mode {quantize!r}", hint=f"choose from: {', '.join(QUANTIZE_MODES)}")
@@ -331,7 +331,7 @@ def quantize_report(model:str, # The registered torch model: `NAME@ALIAS`, `NAME
     fp32 = _load(model, None, prj); q = _load(model, mode, prj)
     rows = _holdout_input(fp32, g.X)
     if len(rows) == 0: raise ScoringError("the holdout is empty", hint="pass a holdout with rows")
-    from mlnb.serving.server import to_model_input
+    from mlnb.serving.slots import to_model_input
     gx = dataclasses.replace(g, X=to_model_input(fp32, rows))
     scores = {k: g_.score(s.model) for k, s, g_ in (('fp32', fp32, gx), (mode, q, gx))}
     speeds = {'fp32': [], mode: []}
