@@ -231,7 +231,7 @@ class TrialLog:
         "Write what is pending; returns how many runs were written."
         batch, self.pending, self.last = self.pending, [], time.monotonic()
         if not batch: return 0
-        from mlnb.track.logger import mlflow_client
+        from mlnb.track.store import mlflow_client
         c = mlflow_client(self.uri)
         store = c._tracking_client.store
         rows = [self._row(t) for t in batch]
@@ -798,7 +798,7 @@ def _trial_event(t, metric, best):
 
 def _optimize(st, objective, space, fixed, metric, n_trials, timeout, ctx):
     "Run `n_trials` in this process, with batched trial runs; GPU memory is released after each trial."
-    from mlnb.track.logger import mlflow_client
+    from mlnb.track.store import mlflow_client
     log = None
     if ctx.get('parent_id'):
         from mlnb.track import tracking as track
