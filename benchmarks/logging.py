@@ -75,7 +75,7 @@ def e2e_mlnb():
     with r:
         for i in range(N): mlnb.log(loss=1.0 / (i + 1), step=i)
     dt = time.perf_counter() - t
-    from mlnb.track.logger import mlflow_client
+    from mlnb.track.store import mlflow_client
     assert len(mlflow_client(mlnb.find_project().tracking_uri).get_metric_history(r.id, 'loss')) == N
     return N / dt
 

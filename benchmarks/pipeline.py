@@ -25,7 +25,7 @@ def make_nb(path, i):
 
 def make_project(d):
     from mlnb.project import init
-    from mlnb.pipeline.steps import pipeline_add
+    from mlnb.pipeline.dag import pipeline_add
     prj = init(Path(d)/'p')
     os.chdir(prj.root)
     (prj.root/'params.yaml').write_text(''.join(f"s{i}:\n  scale: 1\n" for i in range(N)))
@@ -44,7 +44,8 @@ def papermill_sequential(root):
 
 def main():
     logging.disable(logging.WARNING)
-    from mlnb.pipeline.steps import reproduce, set_params
+    from mlnb.pipeline.dag import reproduce
+    from mlnb.pipeline.steps import set_params
     cwd = os.getcwd()
     cold, peer, rerun, one, steps = [], [], [], [], set()
     try:

@@ -7,11 +7,11 @@ _API = {
     'explain': 'monitor.explanations', 'fairness': 'monitor.explanations', 'card': 'monitor.cards',
     'MlnbError': 'core', 'emit': 'core', 'events': 'core',
     'settings': 'config', 'find_project': 'config', 'Project': 'config',
-    'run': 'track.tracking', 'log': 'track.tracking', 'log_params': 'track.tracking', 'log_artifact': 'track.tracking', 'log_figure': 'track.tracking', 'set_tags': 'track.tracking', 'log_dataset': 'track.tracking', 'active_run': 'track.tracking', 'runs': 'track.tracking', 'sync': 'track.logger',
+    'run': 'track.tracking', 'log': 'track.tracking', 'log_params': 'track.tracking', 'log_artifact': 'track.tracking', 'log_figure': 'track.tracking', 'set_tags': 'track.tracking', 'log_dataset': 'track.tracking', 'active_run': 'track.tracking', 'runs': 'track.table', 'sync': 'track.store',
     'register': 'serving.registry', 'promote': 'serving.registry', 'rollback': 'serving.registry', 'list_models': 'serving.registry', 'Gate': 'serving.registry',
     'serve': 'serving.server', 'served_log': 'track.predictions', 'served_performance': 'track.predictions', 'performance': 'track.predictions', 'audit_log': 'audit',
     'init': 'project', 'quickstart': 'pipeline.demo', 'use_template': 'pipeline.templates',
-    'step': 'pipeline.steps', 'reproduce': 'pipeline.steps', 'pipeline_add': 'pipeline.steps',
+    'step': 'pipeline.steps', 'reproduce': 'pipeline.dag', 'pipeline_add': 'pipeline.dag',
     'train': 'training.loop', 'evaluate': 'training.loop',
     'tune': 'tuning.study', 'TuneResult': 'tuning.result',
     'predict_file': 'serving.scoring', 'quantize_model': 'serving.quantize', 'quantize_report': 'serving.scoring',
@@ -19,6 +19,9 @@ _API = {
 
 # The first house was flat; its modules now live in packages by concept. `import mlnb.registry` (or `from mlnb.quality
 # import check`) still works and gives the module at its new place (`mlnb.serving.registry`), with a DeprecationWarning.
+# A flat module later split in two maps to the part that kept its main names: `mlnb.logger` is the buffered logger
+# (`sync`, the spool and the MLflow client are now `mlnb.track.store`), `mlnb.pipelines` runs steps (`reproduce` and
+# `pipeline_add` are now `mlnb.pipeline.dag`).
 _MOVED = {'logger': 'track.logger', 'quality': 'data.quality', 'explainer': 'monitor.explanations', 'cards': 'monitor.cards',
           'registry': 'serving.registry', 'batching': 'serving.batching', 'scoring': 'serving.scoring',
           'pipelines': 'pipeline.steps', 'templates': 'pipeline.templates', 'scheduler': 'pipeline.schedule',

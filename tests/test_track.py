@@ -21,7 +21,7 @@ def in_prj(prj, monkeypatch):
 
 
 def client(prj):
-    from mlnb.track.logger import mlflow_client
+    from mlnb.track.store import mlflow_client
     return mlflow_client(prj.tracking_uri)
 
 
@@ -165,7 +165,7 @@ with mlnb.run(experiment='killed') as r:
 """
 
 def spooled_steps(spool):
-    from mlnb.track.logger import pending
+    from mlnb.track.store import pending
     steps = set()
     for f in pending(spool):
         try: steps |= {m[3] for m in json.loads(f.read_text())['metrics']}
@@ -174,7 +174,7 @@ def spooled_steps(spool):
 
 
 def test_kill9_then_sync(in_prj):
-    from mlnb.track.logger import pending
+    from mlnb.track.store import pending
     spool = in_prj.dir / 'spool'
     p = subprocess.Popen([sys.executable, '-c', CHILD], cwd=in_prj.root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                          env={**os.environ, 'MLNB_TRACKING_FLUSH_INTERVAL': '0.2'})
@@ -273,7 +273,7 @@ def server(tmp_path):
 def test_remote_tracking_server(prj, server, monkeypatch, tmp_path):
     import mlnb
     from mlnb.config import Project
-    from mlnb.track.tracking import StoreError
+    from mlnb.track.store import StoreError
     monkeypatch.chdir(prj.root)
     monkeypatch.setenv('MLNB_TRACKING_URI', server)
     monkeypatch.setenv('MLNB_TRACKING_SYSTEM_INTERVAL', '0')

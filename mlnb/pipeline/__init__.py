@@ -1,4 +1,4 @@
-"""Notebooks as steps: papermill steps as DVC stages (steps), project templates (templates), the scheduler (schedule), gated retrains (retraining) and the quickstart demo (demo).
+"""Notebooks as steps: papermill steps (steps), DVC stages and `mlnb run` (dag), project templates (templates), the scheduler (schedule), gated retrains (retraining) and the quickstart demo (demo).
 
 Docs: https://mlnb.github.io/mlnb/pipeline.html.md"""
 
@@ -9,9 +9,10 @@ __all__ = []
 
 # %% ../../nbs/70_pipeline.ipynb #fac31f1e
 from .steps import *
+from .dag import *
 from .templates import *
 from .schedule import *
 from .retraining import *
 from .demo import *
-from . import steps, templates, schedule, retraining, demo
-__all__ = [n for m in (steps, templates, schedule, retraining, demo,) for n in m.__all__]  # the package's public names: its modules'
+from . import steps, dag, templates, schedule, retraining, demo
+__all__ = [n for m in (steps, dag, templates, schedule, retraining, demo,) for n in m.__all__]  # the package's public names: its modules'

@@ -1,4 +1,4 @@
-"""Notebooks as pipeline steps: `mlnb step` runs one with papermill, `mlnb pipeline add` makes it a DVC stage, `mlnb run` reproduces the pipeline with DVC's caching, running the steps in-process.
+"""Notebooks as pipeline steps: `mlnb step` runs one with papermill — its parameters injected, each cell an event, the executed notebook kept, the step an MLflow run — and the `params.yaml` sections that feed steps are read and written here.
 
 Docs: https://mlnb.github.io/mlnb/pipeline_steps.html.md"""
 
@@ -6,22 +6,18 @@ Docs: https://mlnb.github.io/mlnb/pipeline_steps.html.md"""
 
 # %% ../../nbs/71_pipeline_steps.ipynb #6f757979
 from __future__ import annotations
-import contextlib, datetime, os, shlex, sys, time
-from dataclasses import dataclass, field
+import datetime, os, sys, time
+from dataclasses import dataclass
 from pathlib import Path
 from ..core import MlnbError, MlnbUsageError, emit, html_table, need, verb
-from ..core.charts import esc, line, rect, svg, text
-from ..config import find_project, find_root, load_settings, setting
+from ..config import find_root, load_settings, setting
 
 # %% auto #0
 __all__ = ['StepError', 'StepResult', 'notebook_params', 'add_parameters', 'kernel_manager_class', 'step', 'read_params',
-           'set_params', 'PipelineError', 'project_repo', 'pipeline_add', 'PipelineResult', 'KernelPool', 'reproduce',
-           'record_files', 'pipeline_graph', 'dag_svg', 'PipelineShow', 'pipeline_show']
+           'set_params', 'param_pairs', 'KernelPool']
 
 # %% ../../nbs/71_pipeline_steps.ipynb #e0da314d
 setting("pipeline.kernel", "python3", "Jupyter kernel that runs pipeline steps (papermill's kernel_name)")
-setting("pipeline.params_file", "params.yaml", "The DVC params file whose sections feed the steps' parameters")
-setting("pipeline.auto_commit", True, "`mlnb run` commits the pipeline's record (dvc.lock, params, metrics, DVC's .gitignore entries) when a stage ran")
 setting("pipeline.track", True, "Record each step as an MLflow run (with its executed notebook), nested in one run per `mlnb run`")
 
 class StepError(MlnbError):
@@ -250,14 +246,15 @@ def set_params(file:str|Path, # A YAML params file
     return done
 
 # %% ../../nbs/71_pipeline_steps.ipynb #80e0db40
-def _pairs(pairs:list|None) -> dict:
+def param_pairs(pairs:list|None, # `[KEY, VALUE]` pairs, as `-p KEY VALUE` gives them
+               ) -> dict:
     "The `-p KEY VALUE` pairs of a `step` command line as parameters, each VALUE read as YAML."
     import yaml
     return {k: yaml.safe_load(v) for k, v in pairs or []}
 
 def _step_call(fn, kw, ctx):
     if kw.pop('add_parameters'): return f"added a 'parameters' cell to {add_parameters(kw['notebook'])}"
-    return fn(**kw | dict(params=_pairs(kw['params'])), stream=ctx.face == 'cli')  # a terminal sees the cells' output as it comes
+    return fn(**kw | dict(params=param_pairs(kw['params'])), stream=ctx.face == 'cli')  # a terminal sees the cells' output as it comes
 
 verb("step", "run a notebook as a parameterized step (papermill); keeps the executed notebook", step, call=_step_call,
      opts=dict(params=dict(flags=['-p', '--param'], nargs=2, action='append', metavar=('KEY', 'VALUE'), kind='str',
@@ -266,86 +263,7 @@ verb("step", "run a notebook as a parameterized step (papermill); keeps the exec
                stream=dict(skip=True), km=dict(skip=True),
                add_parameters=dict(extra=True, action='store_true', help="give the notebook a 'parameters' cell and stop")));
 
-# %% ../../nbs/71_pipeline_steps.ipynb #55aed614
-class PipelineError(MlnbError):
-    "A pipeline could not be defined or reproduced."
-
-def project_repo(project=None, # The project (default: the one at or above the current folder)
-                ):
-    "The project (given, or the one at or above the current folder) and its DVC `Repo`."
-    need('dvc')
-    os.environ.setdefault('DVC_NO_ANALYTICS', '1')
-    import logging
-    from dvc.repo import Repo
-    from dvc.exceptions import NotDvcRepoError
-    logging.getLogger('dvc').setLevel(logging.WARNING)
-    from mlnb.config import Project
-    prj = find_project(project)
-    try: return prj, Repo(str(prj.root))
-    except NotDvcRepoError: raise PipelineError(f"{prj.root} is not a DVC repository", hint="run `mlnb init` there") from None
-
-def pipeline_add(notebook:str|Path, # The step's notebook, relative to the project root
-                 *,
-                 name:str|None=None, # Stage name (default: the notebook's stem)
-                 deps:list[str]|None=None, # Files or folders the step reads
-                 outs:list[str]|None=None, # Files or folders the step writes (cached by DVC)
-                 metrics:list[str]|None=None, # Metrics files the step writes (JSON/YAML, not cached)
-                 params:str|None=None, # Section of params.yaml holding the step's parameters
-                 force:bool=False, # Replace an existing stage of that name
-                 project=None, # The project (default: the one at or above the current folder)
-                ) -> str:
-    "Add the notebook as a stage of the project's DVC pipeline (`dvc.yaml`); returns the stage name."
-    prj, repo = project_repo(project)
-    nb = Path(notebook)
-    rel = (nb if nb.is_absolute() else ((prj.root if project else Path.cwd())/nb)).resolve()
-    if not rel.is_relative_to(prj.root): raise PipelineError(f"{notebook} is outside the project {prj.root}")
-    rel = rel.relative_to(prj.root)
-    declared = notebook_params(prj.root/rel)
-    pfile = prj.settings['pipeline.params_file']
-    cmd = f"mlnb step {shlex.quote(str(rel))}"
-    dvc_params = []
-    if params:
-        missing = sorted(set(read_params(prj.root/pfile, params)) - set(declared))
-        if missing: raise PipelineError(f"{rel} declares no parameter {', '.join(missing)} that {pfile}:{params} sets",
-                                        hint=f"its parameters are: {', '.join(declared) or 'none'}")
-        cmd += f" --params-from {pfile}:{params}"
-        dvc_params = [{pfile: [params]}]
-    name = name or rel.stem
-    base = prj.root if project else Path.cwd()
-    def rooted(ps): return [os.path.relpath((base/p).resolve(), prj.root) for p in ps or []]  # DVC reads them from the root
-    from dvc.exceptions import DvcException
-    try:
-        for o in rooted(outs) + rooted(metrics): (prj.root/o).parent.mkdir(parents=True, exist_ok=True)  # for DVC's .gitignore entries
-        with repo.scm_context, contextlib.chdir(prj.root):
-            repo.stage.add(name=name, cmd=cmd, deps=[str(rel), *rooted(deps)], outs=rooted(outs), metrics_no_cache=rooted(metrics),
-                           params=dvc_params, force=force)
-    except DvcException as e:
-        msg = str(e).splitlines()[0]
-        if 'cycle' in msg.lower() or 'both a dependency and an output' in msg:
-            raise PipelineError(f"cannot add stage '{name}': it would close a dependency cycle (DVC: {msg})",
-                                hint="a step cannot read what it, or a step after it, writes: check --deps and --outs") from None
-        hint = "pass --force to replace it" if 'already exists' in msg else "see `dvc stage add --help` for what DVC accepts"
-        raise PipelineError(f"cannot add stage '{name}': {msg}", hint=hint) from None
-    finally: repo.close()
-    emit('pipeline.add', msg=f"stage '{name}': {cmd}", stage=name)
-    return name
-
-# %% ../../nbs/71_pipeline_steps.ipynb #978f154b
-@dataclass
-class PipelineResult:
-    "Which stages ran (`ran`, with seconds) and which were up to date (`skipped`)."
-    ran: dict = field(default_factory=dict)  # Stages that ran: name -> seconds
-    skipped: list = field(default_factory=list)  # Stages that were up to date (restored from DVC's cache)
-    seconds: float = 0.0  # The whole run's wall time
-    def __str__(self):
-        lines = [f"ran {len(self.ran)} stage(s), {len(self.skipped)} up to date, {self.seconds:.1f}s"]
-        lines += [f"  ran      {n} ({s:.1f}s)" for n, s in self.ran.items()] + [f"  cached   {n}" for n in self.skipped]
-        return '\n'.join(lines)
-    def _repr_html_(self):
-        rows = [dict(stage=n, status='ran', seconds=round(s, 2)) for n, s in self.ran.items()]
-        rows += [dict(stage=n, status='up to date', seconds='') for n in self.skipped]
-        return html_table(rows, ['stage', 'status', 'seconds'], caption=f"mlnb run: {self.seconds:.1f}s")
-
+# %% ../../nbs/71_pipeline_steps.ipynb #aec07a22
 class KernelPool:
     "Keeps one kernel booting ahead, so that the next step does not wait for a kernel to start."
     def __init__(self, kernel:str, # The Jupyter kernel name, e.g. `python3`
@@ -370,162 +288,3 @@ class KernelPool:
         except Exception: pass
     def close(self):
         if self.spare is not None: self.shutdown(self.spare); self.spare = None
-
-@contextlib.contextmanager
-def _steps_in_process(ran:dict, kernel:str, prj=None):
-    "Swap DVC's command runner for one that runs `mlnb step` commands in this process, all in one parent run."
-    import dvc.stage.run as dvc_run
-    original, pools, parent = dvc_run.cmd_run, {}, []
-    before = os.environ.get('MLNB_PARENT_RUN_ID')
-    def open_parent():
-        "The pipeline's run, opened when the first stage runs (no run for a run that is all cached)."
-        if parent or prj is None or not prj.settings['pipeline.track']: return
-        from mlnb.track.tracking import Run
-        parent.append(Run(name='pipeline', tags={'mlnb.pipeline': str(prj.root)}, project=prj).start())
-        os.environ['MLNB_PARENT_RUN_ID'] = parent[0].id  # kernels (started after this) nest their runs in it
-    def cmd_run(stage, dry=False, run_env=None):
-        if not dry: open_parent()
-        cmds = stage.cmd if isinstance(stage.cmd, list) else [stage.cmd]
-        t = time.perf_counter()
-        emit('pipeline.stage', msg=f"running stage '{stage.addressing}'", stage=stage.addressing)
-        for c in cmds:
-            argv = shlex.split(c)
-            if dry or argv[:2] != ['mlnb', 'step']: original(stage, dry=dry, run_env=run_env); break
-            from mlnb.core import VerbContext, parse_verb
-            v, args = parse_verb(argv[1:])
-            kw = {o.name: o.value(getattr(args, o.name), VerbContext()) for o in v.options()}
-            if kw.pop('add_parameters'): continue
-            k = kw.pop('kernel') or kernel
-            pool = pools.setdefault((k, stage.wdir), KernelPool(k, stage.wdir))
-            cwd = os.getcwd()
-            try:
-                os.chdir(stage.wdir)
-                step(**kw | dict(params=_pairs(kw['params'])), kernel=k, km=pool.take())
-            finally: os.chdir(cwd)
-        ran[stage.addressing] = time.perf_counter() - t
-    dvc_run.cmd_run = cmd_run
-    err = None
-    try: yield
-    except BaseException as e: err = e; raise
-    finally:
-        dvc_run.cmd_run = original
-        for p in pools.values(): p.close()
-        if before is None: os.environ.pop('MLNB_PARENT_RUN_ID', None)
-        else: os.environ['MLNB_PARENT_RUN_ID'] = before
-        if parent:
-            for n, secs in ran.items(): parent[0].log(**{f"seconds.{n}": secs})
-            parent[0].end('FINISHED' if err is None else 'KILLED' if isinstance(err, KeyboardInterrupt) else 'FAILED', exc=err)
-
-def reproduce(targets:list[str]|None=None, # Stages to reproduce (default: the whole pipeline)
-              *,
-              set:list[str]|None=None, # `SECTION.KEY=VALUE` assignments written to params.yaml first (VALUE read as YAML)
-              force:bool=False, # Run every stage even if it is up to date
-              project=None, # The project (default: the one at or above the current folder)
-             ) -> PipelineResult:
-    "Reproduce the project's pipeline: stale steps run, up-to-date ones are skipped from DVC's cache."
-    prj, repo = project_repo(project)
-    with contextlib.chdir(prj.root): return _reproduce(prj, repo, targets or None, set or [], force)  # stage names read from the root
-
-def record_files(prj, # The project
-                 stages, # Its DVC stages (`repo.index.stages`)
-                ) -> list[str]:
-    "What a run of the pipeline changes in git: dvc.yaml/dvc.lock, the params file, metrics and plots kept in git, and the .gitignore files DVC writes beside cached outputs."
-    files = ['dvc.yaml', 'dvc.lock', prj.settings['pipeline.params_file']]
-    for s in stages:
-        for o in s.outs:
-            rel = os.path.relpath(o.fs_path, prj.root)
-            files.append(rel if not o.use_cache else os.path.join(os.path.dirname(rel), '.gitignore'))
-    return files
-
-def _reproduce(prj, repo, targets, set, force):
-    t = time.perf_counter()
-    if set: set_params(prj.root/prj.settings['pipeline.params_file'], list(set))
-    ran = {}
-    from dvc.exceptions import DvcException, ReproductionError
-    try:
-        stages = [s for s in repo.index.stages if getattr(s, 'cmd', None)]
-        if not stages: raise PipelineError(f"{prj.root} has no pipeline stages", hint="add one with `mlnb pipeline add NOTEBOOK`")
-        with _steps_in_process(ran, prj.settings['pipeline.kernel'], prj), repo.scm_context:
-            repo.reproduce(targets, force=force)
-    except ReproductionError as e:
-        cause = e.__cause__ or e.__context__
-        if isinstance(cause, MlnbError): raise cause from None
-        raise PipelineError(f"{e}: {cause}" if cause else str(e)) from None
-    except DvcException as e:
-        msg = str(e).splitlines()[0]
-        hint = "fix the dependencies in dvc.yaml (`dvc dag` shows them)" if 'cycle' in msg.lower() else "`dvc status` shows what DVC sees"
-        raise PipelineError(f"dvc: {msg}", hint=hint) from None
-    finally: repo.close()
-    res = PipelineResult(ran, [s.addressing for s in stages if s.addressing not in ran], time.perf_counter() - t)
-    if (ran or set) and prj.settings['pipeline.auto_commit']:
-        from mlnb.project import git_commit
-        git_commit(prj.root, record_files(prj, stages), f"mlnb run: {', '.join(ran) or 'no stage ran'}" + (f" with {', '.join(set)}" if set else ''))
-    emit('pipeline.done', msg=str(res).splitlines()[0], ran=list(ran), skipped=res.skipped)
-    return res
-
-# %% ../../nbs/71_pipeline_steps.ipynb #71eb403d
-def pipeline_graph(project=None, # The project (default: the one at or above the current folder)
-                  ) -> dict:
-    "The pipeline as `stages` (in run order), `edges` (upstream, downstream), `status` and `cmd` per stage."
-    prj, repo = project_repo(project)
-    with contextlib.chdir(prj.root): return _graph(repo)
-
-def _graph(repo):
-    try:
-        import networkx as nx
-        g = repo.index.graph  # an edge (a, b): stage a depends on stage b
-        stages = [s for s in nx.topological_sort(g.reverse()) if getattr(s, 'cmd', None)]
-        names = {s: s.addressing for s in stages}
-        st = repo.status()
-        return dict(stages=[names[s] for s in stages],
-                    edges=[(names[b], names[a]) for a, b in g.edges if a in names and b in names],
-                    status={names[s]: 'changed' if names[s] in st else 'up to date' for s in stages},
-                    cmd={names[s]: s.cmd for s in stages})
-    finally: repo.close()
-
-_COLORS = {'up to date': '#9e9e9e', 'changed': '#f0ad4e', 'running': '#1e88e5', 'ran': '#43a047', 'failed': '#e53935', 'cached': '#9e9e9e'}
-
-def dag_svg(stages:list[str], # Stage names in run order
-            edges:list[tuple], # (upstream, downstream) pairs
-            status:dict, # Stage -> 'up to date' | 'changed' | 'running' | 'ran' | 'failed'
-            seconds:dict|None=None, # Stage -> duration, shown under its name
-           ) -> str:
-    "The pipeline as an inline SVG: stages in layers left to right, coloured by status."
-    seconds = seconds or {}
-    layer = {}
-    for s in stages: layer[s] = 1 + max([layer[u] for u, d in edges if d == s and u in layer], default=-1)
-    cols = {}
-    for s in stages: cols.setdefault(layer[s], []).append(s)
-    W, H, GX, GY = 150, 46, 40, 16
-    pos = {s: (10 + l*(W+GX), 10 + i*(H+GY)) for l, ss in cols.items() for i, s in enumerate(ss)}
-    width = 20 + len(cols)*(W+GX) - GX; height = 20 + max((len(v) for v in cols.values()), default=1)*(H+GY) - GY
-    out = [line(pos[u][0] + W, pos[u][1] + H/2, pos[d][0], pos[d][1] + H/2, stroke='#888', width=1.5) for u, d in edges]
-    for s in stages:
-        (x, y), stt = pos[s], status.get(s, '')
-        sub = f"{stt}" + (f" · {seconds[s]:.1f}s" if s in seconds else "")
-        col = _COLORS.get(stt, '#bbb')
-        out.append(f"<g><title>{esc(s)}: {esc(sub)}</title>" + rect(x, y, W, H, col, rx=6, fill_opacity=0.25, stroke=col, stroke_width=2)
-                   + text(x + 8, y + 19, s, size=12, n=20, bold=True) + text(x + 8, y + 36, sub, size=12) + "</g>")
-    return svg(width, height, *out, cls='mlnb-dag')
-
-class PipelineShow:
-    "The pipeline's stages with their status: a table in text, a DAG in notebooks."
-    def __init__(self, graph:dict, # `pipeline_graph()`: `stages`, `edges`, `status` and `cmd` of each stage
-                ): self.graph = graph
-    def rows(self): return [dict(stage=s, status=self.graph['status'][s], cmd=self.graph['cmd'][s]) for s in self.graph['stages']]
-    def __str__(self): return '\n'.join(f"{r['stage']:<20} {r['status']:<11} {r['cmd']}" for r in self.rows()) or "no stages"
-    def _repr_html_(self):
-        g = self.graph
-        return dag_svg(g['stages'], g['edges'], g['status']) + html_table(self.rows(), ['stage', 'status', 'cmd'], caption="pipeline")
-
-def pipeline_show(project=None, # The project (default: the one at or above the current folder)
-                 ) -> PipelineShow:
-    "List the stages and whether each is up to date (in a notebook: its DAG too)."
-    return PipelineShow(pipeline_graph(project))
-
-verb("pipeline", "define the pipeline: `pipeline add NB --deps … --outs … --params SECTION`, `pipeline show` (its DAG)",
-     sub={'add': pipeline_add, 'show': pipeline_show})
-
-verb("run", "reproduce the pipeline: stale steps run, up-to-date ones come from DVC's cache", reproduce,
-     opts=dict(targets=dict(positional=True), set=dict(action='append', kind='str', metavar='SECTION.KEY=VALUE')),  # --set repeats; a value may hold commas
-     view="mlnb.widgets.pipeline:make_view");

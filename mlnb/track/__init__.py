@@ -1,4 +1,4 @@
-"""Runs and what they record: `mlnb.run` and `%%mlnb track` (tracking), the fast metric logger that never loses a value (logger).
+"""Runs and what they record: the tracking store and its spool (store), the fast metric logger that never loses a value (logger), lineage and system metrics (lineage, system), `mlnb.run` (tracking), `%%mlnb track` (cells), the runs table (table) and the prediction log (predictions).
 
 Docs: https://mlnb.github.io/mlnb/track.html.md"""
 
@@ -8,8 +8,13 @@ Docs: https://mlnb.github.io/mlnb/track.html.md"""
 __all__ = []
 
 # %% ../../nbs/10_track.ipynb #5c033b67
-from .tracking import *
+from .store import *
 from .logger import *
+from .lineage import *
+from .system import *
+from .tracking import *
+from .cells import *
+from .table import *
 from .predictions import *
-from . import tracking, logger, predictions
-__all__ = [n for m in (tracking, logger, predictions,) for n in m.__all__]  # the package's public names: its modules'
+from . import store, logger, lineage, system, tracking, cells, table, predictions
+__all__ = [n for m in (store, logger, lineage, system, tracking, cells, table, predictions,) for n in m.__all__]  # the package's public names: its modules'

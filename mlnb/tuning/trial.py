@@ -160,7 +160,7 @@ class TrialLog:
         "Write what is pending; returns how many runs were written."
         batch, self.pending, self.last = self.pending, [], time.monotonic()
         if not batch: return 0
-        from mlnb.track.logger import mlflow_client
+        from mlnb.track.store import mlflow_client
         c = mlflow_client(self.uri)
         store = c._tracking_client.store
         rows = [self._row(t) for t in batch]

@@ -45,7 +45,7 @@ def run_trials(st, # The Optuna study
                ctx:dict, # The study's context (see `make_objective`); `events=False`: a parent process reports the trials
               ):
     "Run `n_trials` in this process, with batched trial runs; GPU memory is released after each trial."
-    from mlnb.track.logger import mlflow_client
+    from mlnb.track.store import mlflow_client
     log = None
     if ctx.get('parent_id'):
         from mlnb.track import tracking as track

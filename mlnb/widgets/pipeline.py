@@ -34,7 +34,7 @@ class PipelineView(LiveView):
         if error is not None and self.current and self.status.get(self.current) == 'running': self.status[self.current] = 'failed'
         super().finish(result, error)
     def render(self) -> str:
-        from mlnb.pipeline.steps import dag_svg
+        from mlnb.pipeline.dag import dag_svg
         g = self.graph
         last = self.events[-1].msg if self.events else ''
         from html import escape
@@ -44,7 +44,7 @@ def make_view(args, # The parsed arguments of `%mlnb run`
               ctx, # The magic's `VerbContext`
              ) -> PipelineView:
     "The view the magic shows while `%mlnb run` runs."
-    from mlnb.pipeline.steps import pipeline_graph
+    from mlnb.pipeline.dag import pipeline_graph
     try: g = pipeline_graph()
     except Exception: g = None  # the verb itself reports what is wrong
     return PipelineView(g)

@@ -44,7 +44,7 @@ class RunsView(LiveView):
         if error is not None:
             self.table.value = f"<div style='color:var(--jp-error-color1,#c00)'>{html.escape(type(error).__name__)}: {html.escape(str(error))}</div>"
             return
-        from mlnb.track.tracking import RunsTable
+        from mlnb.track.table import RunsTable
         if not isinstance(result, RunsTable):  # a comparison: static, nothing to sort or pick
             self.table.value = result._repr_html_() if result is not None else ''
             return
@@ -76,11 +76,11 @@ class RunsView(LiveView):
     def _render_detail(self):
         ids = list(self.pick.value)
         if not ids: self.detail.value = ''; return
-        from mlnb.track.tracking import runs
+        from mlnb.track.table import runs
         try:
             if len(ids) == 1:
-                from mlnb.track.logger import mlflow_client
-                from mlnb.track.tracking import svg_curves
+                from mlnb.track.store import mlflow_client
+                from mlnb.track.table import svg_curves
                 from mlnb.config import find_project
                 prj = self.project or find_project()
                 c = mlflow_client(prj.tracking_uri)
@@ -99,7 +99,7 @@ class RunsView(LiveView):
 
     def reload(self):
         "Re-read the runs from the store and re-render; a read that ends after a newer one (the refresh thread's) is dropped."
-        from mlnb.track.tracking import runs
+        from mlnb.track.table import runs
         a = self.args
         with self._lock: self._seq += 1; seq = self._seq
         table = runs(getattr(a, 'experiment', None), None, getattr(a, 'max_results', 50), project=self.project)
