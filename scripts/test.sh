@@ -37,4 +37,4 @@ echo "== notebooks (nbdev-test)"
 nbdev-test --n-workers 2
 
 echo "== integration tests (pytest)"
-$PY -m pytest tests
+$PY -m pytest tests --durations=30
