@@ -13,6 +13,7 @@ from typing import Any
 from ..core import MlnbError, MlnbUsageError, emit, need, verb
 from ..config import setting
 from ..project import starter_file
+from ..track.store import mlflow_client
 
 # %% auto #0
 __all__ = ['TEMPLATE', 'CardError', 'gather', 'ModelCard', 'render', 'card']
@@ -111,11 +112,6 @@ starter_file("card.template", lambda: TEMPLATE)
 def _ts(ms):
     return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC') if ms else '—'
 
-def _client(prj):
-    need('mlflow')
-    from mlflow.tracking import MlflowClient
-    return MlflowClient(prj.tracking_uri, registry_uri=prj.tracking_uri)
-
 def _resolve(x, client) -> tuple[str, list]:
     "The run id, and the model versions named, of a run id/`Run`, a `ModelVersion`, `name/3`, `models:/name/3` or `name@alias`."
     if hasattr(x, 'run_id') and hasattr(x, 'version'): return x.run_id, [x]
@@ -150,7 +146,7 @@ def gather(run_or_version, # A run id or `Run`, a `ModelVersion`, 'name/version'
     "Everything a card shows, read from the run, its artifacts and the registry."
     from mlnb.config import find_project, Project
     prj = find_project(project)
-    client = _client(prj)
+    client = mlflow_client(prj.tracking_uri)
     run_id, named = _resolve(run_or_version, client)
     r = client.get_run(run_id)
     tags = dict(r.data.tags)

@@ -14,6 +14,7 @@ from ..core import MlnbError, MlnbUsageError, emit, html_table, need, read_data,
 from ..config import Project, find_project, setting
 from ..audit import audit_log
 from ..track.predictions import metric_fn
+from ..track.store import mlflow_client
 
 # %% auto #0
 __all__ = ['RegistryError', 'PromotionRefused', 'registry_client', 'model_version', 'register', 'Gate', 'gate_from', 'Comparison',
@@ -47,7 +48,7 @@ def registry_client(prj:Project, # The project whose MLflow store holds the regi
     logging.getLogger('mlflow').setLevel(logging.ERROR)
     if mlflow.get_tracking_uri() != prj.tracking_uri: mlflow.set_tracking_uri(prj.tracking_uri)
     if mlflow.get_registry_uri() != prj.tracking_uri: mlflow.set_registry_uri(prj.tracking_uri)
-    return mlflow.MlflowClient(prj.tracking_uri, registry_uri=prj.tracking_uri)
+    return mlflow_client(prj.tracking_uri)
 
 def _model_uri(run_or_model, client) -> tuple[str, str|None]:
     "The model URI (and run id) of a run id, `Run`, `ActiveRun`, `ModelInfo`, `LoggedModel` or URI."

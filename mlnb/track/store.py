@@ -31,7 +31,7 @@ def mlflow_client(uri:str, # A tracking URI: `sqlite:///...`, `http://host:port`
         import logging
         for n in ('mlflow', 'alembic'): logging.getLogger(n).setLevel(logging.WARNING)
         from mlflow import MlflowClient
-        _CLIENTS[uri] = MlflowClient(uri)
+        _CLIENTS[uri] = MlflowClient(uri, registry_uri=uri)  # the registry in the same store
     return _CLIENTS[uri]
 
 _PERMANENT = {'INVALID_PARAMETER_VALUE', 'RESOURCE_DOES_NOT_EXIST', 'INVALID_STATE', 'BAD_REQUEST', 'PERMISSION_DENIED'}
