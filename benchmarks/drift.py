@@ -66,7 +66,8 @@ def main(argv=None):
     ap.add_argument('--no-memory', action='store_true', help="skip the tracemalloc runs")
     a = ap.parse_args(argv)
     warnings.filterwarnings('ignore')
-    from mlnb.monitor.datadrift import drift, evidently_drift, profile_cache
+    from mlnb.monitor.datadrift import drift, evidently_drift
+    from mlnb.monitor.profiles import profile_cache
 
     sizes = [int(s) for s in a.sizes.split(',')]
     shift = ['x1', 'x4', 'x7']  # 3 of 20 columns drift

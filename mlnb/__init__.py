@@ -3,7 +3,7 @@ __version__ = "0.1.0"
 # `import mlnb` stays instant: the public API is looked up lazily, so nothing heavy (or even mlnb's own
 # feature modules) is imported until a name is used. Each feature adds its public names here.
 _API = {
-    'drift': 'monitor.datadrift', 'DriftResult': 'monitor.datadrift', 'drift_profile': 'monitor.datadrift',
+    'drift': 'monitor.datadrift', 'DriftResult': 'monitor.datadrift', 'drift_profile': 'monitor.profiles',
     'explain': 'monitor.explanations', 'fairness': 'monitor.explanations', 'card': 'monitor.cards',
     'MlnbError': 'core', 'emit': 'core', 'events': 'core',
     'settings': 'config', 'find_project': 'config', 'Project': 'config',

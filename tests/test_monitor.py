@@ -4,7 +4,8 @@ import numpy as np, pandas as pd
 import pytest
 
 from mlnb.core import events
-from mlnb.monitor.datadrift import DriftInputError, drift, drift_profile, evidently_drift, profile_cache
+from mlnb.monitor.datadrift import drift, evidently_drift
+from mlnb.monitor.profiles import DriftInputError, drift_profile, profile_cache
 
 warnings.filterwarnings('ignore', category=RuntimeWarning)  # Evidently's own chi-square on unseen categories
 
@@ -269,7 +270,7 @@ def test_magic_resolves_notebook_variables(ip, tmp_path):
     ip.run_cell('res2 = %mlnb drift {where}/ref.csv cur')
     assert ip.user_ns['res2'].drifted == ['a']
     from IPython.core.error import UsageError
-    from mlnb.monitor.datadrift import DriftInputError
+    from mlnb.monitor.profiles import DriftInputError
     with pytest.raises(DriftInputError, match="no such file: refx"):
         ip.run_line_magic('mlnb', 'drift refx cur')
 
@@ -423,7 +424,7 @@ def test_card_holds_every_section_with_the_runs_numbers(project, mlnb_cli):
 
 def test_modules_import_nothing_heavy():
     import subprocess, sys
-    code = ("import sys, mlnb.monitor.datadrift, mlnb.monitor.explanations, mlnb.monitor.cards, mlnb.widgets.monitor\n"
+    code = ("import sys, mlnb.monitor.profiles, mlnb.monitor.stattests, mlnb.monitor.datadrift, mlnb.monitor.explanations, mlnb.monitor.cards, mlnb.widgets.monitor\n"
             "print([m for m in ('pandas', 'numpy', 'evidently', 'shap', 'mlflow', 'sklearn', 'ipywidgets', 'torch', 'scipy', 'jinja2') if m in sys.modules])")
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

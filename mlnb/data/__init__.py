@@ -1,4 +1,4 @@
-"""Data versions with DVC (versions) and the profiles and quality gate that guard them (quality).
+"""Data versions with DVC: the profiles and quality gate that guard them (quality), the git and DVC plumbing (repo), the profiles stored beside each version (profiles), the versions themselves (versions), and comparing them (compare).
 
 Docs: https://mlnb.github.io/mlnb/data.html.md"""
 
@@ -8,7 +8,10 @@ Docs: https://mlnb.github.io/mlnb/data.html.md"""
 __all__ = []
 
 # %% ../../nbs/20_data.ipynb #b373cc86
-from .versions import *
 from .quality import *
-from . import versions, quality
-__all__ = [n for m in (versions, quality,) for n in m.__all__]  # the package's public names: its modules'
+from .repo import *
+from .profiles import *
+from .versions import *
+from .compare import *
+from . import quality, repo, profiles, versions, compare
+__all__ = [n for m in (quality, repo, profiles, versions, compare) for n in m.__all__]  # the package's public names: its modules'

@@ -171,7 +171,7 @@ class Findings(list):
 def _as_rules(against, label) -> dict:
     if isinstance(against, Profile): return against.rules(label)
     if isinstance(against, str):
-        return resolve('profile', against).rules(label)  # a table version: its stored profile (`mlnb.data.versions` registers the form)
+        return resolve('profile', against).rules(label)  # a table version: its stored profile (`mlnb.data.profiles` registers the form)
     if isinstance(against, dict):
         bad = set(against) - {'columns', 'strict', 'max_duplicate_rate', 'label'}
         if bad: raise RulesError(f"unknown keys in the rules: {sorted(bad)}", hint="rules take columns, strict, max_duplicate_rate, label")

@@ -1,4 +1,4 @@
-"""What a model does to data and people: drift (datadrift), explanations and fairness (explanations), and the model card (cards).
+"""What a model does to data and people: drift profiles (profiles) and their statistical tests (stattests), drift itself (datadrift), explanations and fairness (explanations), and the model card (cards).
 
 Docs: https://mlnb.github.io/mlnb/monitor.html.md"""
 
@@ -8,8 +8,10 @@ Docs: https://mlnb.github.io/mlnb/monitor.html.md"""
 __all__ = []
 
 # %% ../../nbs/50_monitor.ipynb #13fecdfe
+from .profiles import *
+from .stattests import *
 from .datadrift import *
 from .explanations import *
 from .cards import *
-from . import datadrift, explanations, cards
-__all__ = [n for m in (datadrift, explanations, cards,) for n in m.__all__]  # the package's public names: its modules'
+from . import profiles, stattests, datadrift, explanations, cards
+__all__ = [n for m in (profiles, stattests, datadrift, explanations, cards) for n in m.__all__]  # the package's public names: its modules'
