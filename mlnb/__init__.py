@@ -12,7 +12,7 @@ _API = {
     'serve': 'serving.server', 'served_log': 'track.predictions', 'served_performance': 'track.predictions', 'performance': 'track.predictions', 'audit_log': 'audit',
     'init': 'project', 'quickstart': 'pipeline.demo', 'use_template': 'pipeline.templates',
     'step': 'pipeline.steps', 'reproduce': 'pipeline.dag', 'pipeline_add': 'pipeline.dag',
-    'train': 'training.loop', 'evaluate': 'training.loop',
+    'train': 'training.loop', 'evaluate': 'training.metrics',
     'tune': 'tuning.study', 'TuneResult': 'tuning.result',
     'predict_file': 'serving.scoring', 'quantize_model': 'serving.quantize', 'quantize_report': 'serving.scoring',
 }

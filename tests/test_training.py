@@ -6,7 +6,11 @@ import pytest
 
 torch = pytest.importorskip('torch')
 pytest.importorskip('accelerate')
-from mlnb.training.loop import CheckpointMismatch, TrainError, evaluate, stop, train  # noqa: E402
+from mlnb.training.checkpoints import CheckpointMismatch  # noqa: E402
+from mlnb.training.data import TrainError  # noqa: E402
+from mlnb.training.fit import stop  # noqa: E402
+from mlnb.training.loop import train  # noqa: E402
+from mlnb.training.metrics import evaluate  # noqa: E402
 
 ENV = {**os.environ, 'DVC_NO_ANALYTICS': '1', 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}
 

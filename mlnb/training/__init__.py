@@ -1,4 +1,4 @@
-"""Training loops for torch, Hugging Face and scikit-learn models, with checkpoints, resume, mixed precision and DDP (loop).
+"""Training loops for torch, Hugging Face and scikit-learn models, with checkpoints, resume, mixed precision and DDP.
 
 Docs: https://mlnb.github.io/mlnb/training.html.md"""
 
@@ -8,6 +8,14 @@ Docs: https://mlnb.github.io/mlnb/training.html.md"""
 __all__ = []
 
 # %% ../../nbs/30_training.ipynb #d42920a9
+from .data import *
+from .metrics import *
+from .checkpoints import *
+from .runs import *
+from .config import *
+from .hf import *
+from .fit import *
+from .launch import *
 from .loop import *
-from . import loop
-__all__ = [n for m in (loop,) for n in m.__all__]  # the package's public names: its modules'
+from . import data, metrics, checkpoints, runs, config, hf, fit, launch, loop
+__all__ = [n for m in (data, metrics, checkpoints, runs, config, hf, fit, launch, loop) for n in m.__all__]  # the package's public names: its modules'

@@ -68,7 +68,7 @@ def _report_pruning(trial, metric, state):
         trial.report(float(v), int(ev.data.get('epoch', 1)) - 1)
         if trial.should_prune():
             state['pruned'] = True
-            from mlnb.training.loop import stop
+            from mlnb.training.fit import stop
             stop()
     return cb
 

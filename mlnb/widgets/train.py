@@ -83,7 +83,7 @@ class TrainView(LiveView):
         self.widget = widgets.VBox([self.html, self.button])
 
     def _stop(self, _=None):
-        from mlnb.training.loop import stop
+        from mlnb.training.fit import stop
         stop()
         self.stopping = True
         self.button.description, self.button.disabled = 'Stopping…', True

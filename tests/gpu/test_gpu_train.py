@@ -35,7 +35,8 @@ def test_auto_picks_cuda_and_bf16_and_reports_mfu_and_memory(prj):
     if any(k in name for k in ('H100', 'H200', 'A100')): assert r.mfu is not None and 0 < r.mfu < 1
 
 def test_fp16_scaler_is_checkpointed_and_resumed(prj):
-    from mlnb.training.loop import stop, train
+    from mlnb.training.fit import stop
+    from mlnb.training.loop import train
     X, y = data()
     kw = dict(epochs=2, batch_size=128, lr=3e-3, precision='fp16', project=prj, track=TRACK, log_model=False, experiment='gpu')
     r1 = train(mlp(), (X, y), callbacks=[lambda ev: ev.kind == 'train.step' and ev.data['step'] == 5 and stop()], **kw)

@@ -86,7 +86,7 @@ def with_mlnb(d, prj, compile=False):
     return r
 
 def mfu(sps, net, d):
-    from mlnb.training.loop import flops_per_sample, peak_flops
+    from mlnb.training.metrics import flops_per_sample, peak_flops
     peak = peak_flops(DEV)
     return round(sps * flops_per_sample(net, ({k: v[:1] for k, v in d.items()}, None)) / peak, 4) if peak else None
 
