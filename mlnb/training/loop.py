@@ -13,7 +13,7 @@ from ..core import MlnbUsageError, emit, events, is_table_ref, need, read_data, 
 from ..track.logger import tune_malloc  # light (no MLflow): declares `perf.malloc_tuning` before a project's settings are read
 from .data import TrainError, as_dataset, as_xy, data_length, val_split
 from .metrics import evaluate, model_kind
-from .runs import RunLog, TrainResult, log_trained_model
+from .runs import RunLog, TrainResult, estimator_config, estimator_params, log_trained_model
 from .config import TrainConfig
 from .hf import hf_setup
 from .fit import Loop, reset_stop, stop  # `stop` is also at its documented place, `mlnb.training.loop.stop()`
@@ -23,17 +23,51 @@ from .launch import launch_script, train_ddp
 __all__ = ['train']
 
 # %% ../../nbs/39_training_loop.ipynb #c0232f82
+_VAL, _VAL_MIN_ROWS = 0.2, 10  # the default holdout, and the fewest rows it is drawn from
+
+def _holdout(model, X, y, val, target, seed:int):
+    "`(X, y, Xv, yv, params, words)`: the rows to fit on, the validation rows (None: none), what the run records of the split, and the split in words."
+    n = len(X)
+    if val is not None and not isinstance(val, float):  # validation data: used as it is
+        Xv, yv = as_xy(val, target)
+        return X, y, Xv, yv, dict(n_train=n, n_val=len(Xv), val_split='given'), f"train_* on the {n} rows fit on; val_* on the {len(Xv)} rows of val="
+    frac = _VAL if val is None else val
+    none = lambda why: (X, y, None, None, dict(n_train=n, n_val=0, val_split='none'), f"train_* on the {n} rows fit on; no validation ({why})")
+    if frac == 0: return none('val=0')
+    if val is None and n < _VAL_MIN_ROWS:
+        emit('train.warning', msg=f"{n} rows are too few to hold out a validation split: fit on all of them; metrics are train_* only")
+        return none(f"{n} rows are too few to split")
+    nv = max(1, int(round(n * frac)))
+    if nv >= n: raise TrainError(f"val={frac} leaves no training data out of {n} rows", hint="use a fraction like 0.2, or val=0 for no validation")
+    import numpy as np
+    from sklearn.base import is_classifier
+    from sklearn.model_selection import train_test_split
+    strat = None
+    if is_classifier(model):
+        try:
+            ya = np.asarray(y)
+            _, counts = np.unique(ya, return_counts=True)
+            if ya.ndim == 1 and counts.min() >= 2 and min(nv, n - nv) >= len(counts): strat = y
+        except TypeError: pass  # labels that do not sort: an unstratified draw
+    Xt, Xv, yt, yv = train_test_split(X, y, test_size=nv, random_state=seed, stratify=strat)
+    how = f"{frac:.0%} of data, seed {seed}" + (", stratified" if strat is not None else "")
+    return Xt, yt, Xv, yv, dict(n_train=n - nv, n_val=nv, val_split=frac, val_seed=seed, val_stratified=strat is not None), \
+           f"train_* on the {n - nv} rows fit on; val_* on {nv} held-out rows ({how})"
+
 def _train_sklearn(model, data, val, target, project, cfg:TrainConfig) -> TrainResult:
     from sklearn.base import is_classifier
     X, y = as_xy(data, target)
     if len(X) == 0: raise TrainError("the training data is empty", hint="pass at least one row")
+    try: X, y, Xv, yv, split, words = _holdout(model, X, y, val, target, cfg.seed)
+    except ValueError as e: raise TrainError(f"scikit-learn rejected the data: {str(e).splitlines()[0][:200]}", hint="check X's shape and the labels") from None
     metrics = list(cfg.metrics) if cfg.metrics else (['accuracy'] if is_classifier(model) else ['r2', 'rmse'])
     log = RunLog(project, cfg.experiment, cfg.name) if cfg.track else None
     if log:
-        ps = {k: v for k, v in model.get_params(deep=False).items() if not hasattr(v, 'get_params')}
-        log.params(model=type(model).__name__, n_train=len(X), **ps)
+        ps = estimator_params(model)  # the class and what the user set; every param is in the JSON artifact
+        log.params(**split, **{(f"estimator.{k}" if k in split else k): v for k, v in ps.items()})
+        log.json('estimator_params.json', estimator_config(model))
     emit('train.start', epochs=1, total=1, step=0, device='cpu', precision='fp32', run_id=log.run_id if log else None,
-         msg=f"fitting {type(model).__name__} on {len(X)} rows")
+         msg=f"fitting {type(model).__name__} on {len(X)} rows" + (f", validating on {split['n_val']}" if Xv is not None else ""))
     t = time.perf_counter()
     try: model.fit(X, y)
     except ValueError as e:
@@ -44,7 +78,7 @@ def _train_sklearn(model, data, val, target, project, cfg:TrainConfig) -> TrainR
         raise
     dt = time.perf_counter() - t
     em = dict(epoch=1) | {f"train_{k}": v for k, v in evaluate(model, (X, y), metrics).items()}
-    if val is not None: em |= {f"val_{k}": v for k, v in evaluate(model, as_xy(val, target), metrics).items()}
+    if Xv is not None: em |= {f"val_{k}": v for k, v in evaluate(model, (Xv, yv), metrics).items()}
     em['samples_per_s'] = len(X) / dt if dt > 0 else None
     if log: log.log(1, **em)
     emit('train.epoch', step=1, total=1, epochs=1, metrics=em, msg='fitted: ' + ' '.join(f"{k} {v:.4g}" for k, v in em.items() if k != 'epoch' and v is not None), **em)
@@ -55,13 +89,14 @@ def _train_sklearn(model, data, val, target, project, cfg:TrainConfig) -> TrainR
     if log: log.end('FINISHED')
     final = {k: v for k, v in em.items() if k != 'epoch'}
     emit('train.end', step=1, run_id=log.run_id if log else None, msg=f"done: run {log.run_id if log else '-'}")
-    return TrainResult(model, final, log.run_id if log else None, [em], steps=1, epochs=1, samples_per_s=em['samples_per_s'], model_uri=uri)
+    return TrainResult(model, final, log.run_id if log else None, [em], steps=1, epochs=1, samples_per_s=em['samples_per_s'], model_uri=uri,
+                       n_train=split['n_train'], n_val=split['n_val'], split=words)
 
 # %% ../../nbs/39_training_loop.ipynb #3a42640b
 def train(model, # A torch `nn.Module`, a Hugging Face sequence classifier (or its local folder), or a scikit-learn estimator
           data, # Dataset, DataLoader, `(X, y)` arrays/tensors, DataFrame (with `target`) or a table file (CSV, TSV, Parquet, JSONL); texts for HF models
           *,
-          val=None, # Validation data of the same kind (or a table file), or a fraction (0.2) of `data` to hold out
+          val=None, # Validation data of the same kind (or a table file), a fraction (0.2) of `data` to hold out, or 0: none (None: none for torch/HF, a 20% holdout for scikit-learn)
           target:str|None=None, # The label column of DataFrame data
           epochs:int=1, # Passes over the data
           batch_size:int=32, # The global batch (split over processes under DDP)
@@ -101,6 +136,9 @@ def train(model, # A torch `nn.Module`, a Hugging Face sequence classifier (or i
                          checkpoint_every=checkpoint_every, resume=resume, devices=devices, seed=seed, gpus=gpus, experiment=experiment,
                          name=name, track=track, log_model=log_model, workers=workers, eval_batch_size=eval_batch_size, gpu_data_bytes=gpu_data_bytes)
     data, val = read_data(data, 'training data'), read_data(val, 'validation data')
+    if isinstance(val, (int, float)) and not isinstance(val, bool):  # a fraction (`--val 0` parses as the int 0)
+        if not 0 <= val < 1: raise TrainError(f"val={val} is not a fraction of the data", hint="pass a fraction like 0.2, 0 for no validation, or validation data")
+        val = float(val)
     tune_malloc(project.settings.get('perf.malloc_tuning', True))  # no page faults per step from heap trimming (mlnb.track.logger)
     subs = [events.on('train.*', cb) for cb in callbacks]
     reset_stop()
@@ -110,6 +148,7 @@ def train(model, # A torch `nn.Module`, a Hugging Face sequence classifier (or i
         need('torch', extra='torch')
         tok = None
         vfrac = val if isinstance(val, float) else None
+        if vfrac == 0: val = vfrac = None  # val=0: no validation
         if kind == 'hf': model, tok, ds, vs = hf_setup(model, tokenizer, data, None if vfrac else val, target, text, max_length)
         else: ds, vs = as_dataset(data, target), (as_dataset(val, target, 'val') if val is not None and vfrac is None else None)
         data_length(ds, 'the training data')

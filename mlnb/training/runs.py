@@ -12,7 +12,7 @@ from ..core import emit, html_table, need
 from .data import logits_of
 
 # %% auto #0
-__all__ = ['RunLog', 'log_trained_model', 'TrainResult']
+__all__ = ['RunLog', 'estimator_params', 'estimator_config', 'log_trained_model', 'TrainResult']
 
 # %% ../../nbs/34_training_runs.ipynb #b20c4093
 class RunLog:
@@ -72,6 +72,12 @@ class RunLog:
     def tags(self, **ts):
         for k, v in ts.items(): self.client.set_tag(self.run_id, k, str(v))
 
+    def json(self, path:str, # The artifact's path in the run (`estimator_params.json`)
+             obj, # What to write: JSON types only (see `estimator_config`)
+            ):
+        "Log `obj` as a JSON artifact of the run."
+        self.client.log_dict(self.run_id, obj, path)
+
     def flush(self): self.buf.flush()
 
     def settle(self, timeout:float=120.0, # Seconds to wait at most
@@ -84,6 +90,93 @@ class RunLog:
         if self.run is not None: return self.run.end(status)
         self.buf.flush()
         if self.owned: self.client.set_terminated(self.run_id, status)
+
+# %% ../../nbs/34_training_runs.ipynb #e3c4a37a
+_MISSING = object()
+
+def _is_est(v) -> bool: return hasattr(v, 'get_params') and not isinstance(v, type)
+def _holds_est(v) -> bool: return isinstance(v, (list, tuple)) and any(_is_est(x) or _holds_est(x) for x in v)
+
+def _defaults(est) -> dict:
+    "The defaults of `est`'s class: a fresh instance's params, else (a constructor that needs arguments) its signature's."
+    import inspect, warnings
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            return type(est)().get_params(deep=False)
+    except Exception: pass
+    try: sig = inspect.signature(type(est).__init__)
+    except (TypeError, ValueError): return {}
+    return {k: p.default for k, p in sig.parameters.items() if p.default is not p.empty}
+
+def _same(a, b) -> bool:
+    "Whether a param's value `a` is the default `b`: NaN is NaN, arrays compare by element, estimators by class and params."
+    if a is b: return True
+    if b is _MISSING: return False
+    if _is_est(a) or _is_est(b):
+        if type(a) is not type(b): return False
+        pa, pb = a.get_params(deep=False), b.get_params(deep=False)
+        return pa.keys() == pb.keys() and all(_same(pa[k], pb[k]) for k in pa)
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b: return True
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict): return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if hasattr(a, '__array__') or hasattr(b, '__array__'):
+        import numpy as np
+        try: x, y = np.asarray(a), np.asarray(b)
+        except Exception: return False
+        if x.shape != y.shape: return False
+        try: return bool(np.array_equal(x, y, equal_nan=True))
+        except TypeError:  # strings or objects: no NaN to equal
+            try: return bool(np.array_equal(x, y))
+            except Exception: return False
+    try: return bool(a == b)
+    except Exception: return False
+
+def _parts(est) -> dict:
+    "The estimators inside `est`, by name: estimator-valued params and named steps (a Pipeline's, a ColumnTransformer's...; 'passthrough' too)."
+    shallow = est.get_params(deep=False)
+    try: deep = est.get_params(deep=True)
+    except Exception: deep = shallow
+    return {k: v for k, v in shallow.items() if _is_est(v)} | {k: v for k, v in deep.items() if '__' not in k and k not in shallow}
+
+def _name(est) -> str:
+    "The class of `est`, with its parts' classes: `Pipeline(scaler=StandardScaler, clf=LogisticRegression)`."
+    ps = [f"{k}={_name(v) if _is_est(v) else v}" for k, v in _parts(est).items()]
+    return type(est).__name__ + (f"({', '.join(ps)})" if ps else '')
+
+def _set_params(est, prefix:str='') -> dict:
+    "The params of `est` (and of its parts, as `part__param`) whose values differ from their class's defaults."
+    cur, dflt, out = est.get_params(deep=False), _defaults(est), {}
+    for k, v in cur.items():
+        if _is_est(v) or _holds_est(v): continue  # a part: its class is in the name, its params below
+        if not _same(v, dflt.get(k, _MISSING)): out[prefix + k] = v
+    for k, v in _parts(est).items():
+        if _is_est(v): out |= _set_params(v, f"{prefix}{k}__")
+    return out
+
+def estimator_params(est, # A scikit-learn estimator (a Pipeline, a search, any estimator with `get_params`)
+                    ) -> dict:
+    "What identifies `est` and what the user set on it: `model` (the class, with its parts') and the params that differ from their class's defaults."
+    return dict(model=_name(est)) | _set_params(est)
+
+def _jsonable(v):
+    "`v` as JSON types: an estimator as its class and params, arrays as lists, NaN and infinities as strings, functions and classes by name."
+    import math, numbers
+    if _is_est(v): return {'class': f"{type(v).__module__}.{type(v).__qualname__}", 'params': {k: _jsonable(x) for k, x in v.get_params(deep=False).items()}}
+    if v is None or isinstance(v, (bool, str)): return v
+    if isinstance(v, numbers.Integral): return int(v)
+    if isinstance(v, numbers.Real): return float(v) if math.isfinite(v) else str(float(v))
+    if isinstance(v, dict): return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, set, frozenset)): return [_jsonable(x) for x in v]
+    if hasattr(v, 'tolist') and not isinstance(v, type): return _jsonable(v.tolist())
+    if isinstance(v, type) or callable(v): return f"{getattr(v, '__module__', '')}.{getattr(v, '__qualname__', type(v).__name__)}"
+    return repr(v)
+
+def estimator_config(est, # A scikit-learn estimator
+                    ) -> dict:
+    "Every param of `est` and of its parts, defaults included, as JSON types: `{'class': 'module.Class', 'params': {...}}`."
+    return _jsonable(est)
 
 # %% ../../nbs/34_training_runs.ipynb #00f0df6e
 def _log_torch(model, example, pip):
@@ -155,15 +248,20 @@ class TrainResult:
     checkpoint: str|None = None  # The checkpoint to resume from, when stopped
     model_uri: str|None = None  # The logged MLflow model (`models:/...`)
     checkpoint_s: float = 0.0  # time spent writing checkpoints (not counted in `samples_per_s`)
+    n_train: int|None = None  # The rows the model was fit on (the `train_*` metrics' rows), when recorded
+    n_val: int|None = None  # The rows of the `val_*` metrics (0: no validation), when recorded
+    split: str|None = None  # Where each metric comes from, in words (`train_* on the 455 rows fit on; val_* on ...`)
     def __repr__(self):
-        m = ' '.join(f"{k}={v:.4g}" for k, v in self.metrics.items())
+        m = ' '.join(f"{k}={v:.4g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in self.metrics.items())
         st = ' (stopped: run the same call to resume)' if self.stopped else ''
-        return f"TrainResult({type(self.model).__name__}, {self.steps} steps, {m}, run {self.run_id}){st}"
+        sp = f"; {self.split}" if self.split else ''
+        return f"TrainResult({type(self.model).__name__}, {self.steps} steps, {m}, run {self.run_id}{sp}){st}"
     def _repr_html_(self):
         rows = [dict(what=k, value=f"{v:.4g}" if isinstance(v, float) else v) for k, v in self.metrics.items()]
         rows += [dict(what='steps', value=self.steps), dict(what='epochs', value=self.epochs),
                  dict(what='samples/s', value=f"{self.samples_per_s:.0f}" if self.samples_per_s else '-'),
                  dict(what='device', value=f"{self.device} {self.precision}"), dict(what='run', value=self.run_id)]
         if self.mfu: rows.append(dict(what='MFU', value=f"{self.mfu:.1%}"))
+        if self.split: rows.append(dict(what='split', value=self.split))
         cap = f"trained {type(self.model).__name__}" + (" — stopped, resumable" if self.stopped else "")
         return html_table(rows, ['what', 'value'], cap)
