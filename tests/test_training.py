@@ -398,3 +398,71 @@ def test_stop_button_click_reaches_a_real_kernel_while_the_cell_trains(prj):
         assert replies == {first: 'ok', second: 'ok'}
     finally:
         kc.stop_channels(); km.shutdown_kernel(now=True)
+
+# scikit-learn (issue 19, points 4 and 7): the run's params are what the user set; metrics say their split
+
+def cancer(n=200):
+    "A small, two-class table: the first `n` rows of scikit-learn's breast cancer data, label `y`."
+    import pandas as pd
+    from sklearn.datasets import load_breast_cancer
+    X, y = load_breast_cancer(return_X_y=True)
+    X = (X - X.mean(0)) / X.std(0)  # scaled: a logistic regression converges in a few iterations
+    return pd.DataFrame(X[:n], columns=[f"f{i}" for i in range(X.shape[1])]).assign(y=y[:n])
+
+def test_sklearn_params_are_what_the_user_set_and_the_full_config_is_an_artifact(prj, tmp_path):
+    from mlflow import MlflowClient
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    model = Pipeline([('scale', StandardScaler()), ('clf', LogisticRegression(C=0.5, max_iter=300, verbose=0))])  # verbose=0 is the default
+    res = train(model, cancer(), target='y', project=prj, log_model=False)
+    c = MlflowClient(prj.tracking_uri)
+    ps = c.get_run(res.run_id).data.params
+    assert ps['model'] == 'Pipeline(scale=StandardScaler, clf=LogisticRegression)'
+    assert {k: ps[k] for k in ('clf__C', 'clf__max_iter')} == {'clf__C': '0.5', 'clf__max_iter': '300'}
+    split = {'n_train', 'n_val', 'val_split', 'val_seed', 'val_stratified'}
+    assert set(ps) == {'model', 'clf__C', 'clf__max_iter'} | split, sorted(ps)  # no memory, verbose, tol, solver... (defaults)
+    cfg = json.loads(Path(c.download_artifacts(res.run_id, 'estimator_params.json', str(tmp_path))).read_text())
+    assert cfg['class'] == 'sklearn.pipeline.Pipeline' and cfg['params']['memory'] is None and cfg['params']['verbose'] is False
+    (n0, s0), (n1, s1) = cfg['params']['steps']
+    assert (n0, s0['class'], n1) == ('scale', 'sklearn.preprocessing._data.StandardScaler', 'clf')
+    assert s1['params']['C'] == 0.5 and s1['params']['solver'] == 'lbfgs' and s1['params']['tol'] == 0.0001  # every default is kept there
+
+def test_sklearn_holds_out_a_stratified_validation_split_by_default(prj):
+    from mlflow import MlflowClient
+    from sklearn.neighbors import KNeighborsClassifier
+    df = cancer()
+    res = train(KNeighborsClassifier(n_neighbors=1), df, target='y', project=prj, log_model=False)
+    assert (res.n_train, res.n_val) == (160, 40) and res.model.n_samples_fit_ == 160  # fit on the training split only
+    assert res.metrics['train_accuracy'] == 1.0 and 0.5 < res.metrics['val_accuracy'] < 1.0, res.metrics  # 1-NN: perfect on the rows it saw
+    ps = MlflowClient(prj.tracking_uri).get_run(res.run_id).data.params
+    assert (ps['n_train'], ps['n_val'], ps['val_split'], ps['val_seed'], ps['val_stratified']) == ('160', '40', '0.2', '0', 'True')
+    assert 'val_* on 40 held-out rows (20% of data, seed 0, stratified)' in repr(res) and 'train_* on the 160 rows fit on' in repr(res)
+    again = train(KNeighborsClassifier(n_neighbors=1), df, target='y', project=prj, track=False)  # the same rows for the same seed
+    assert again.metrics['val_accuracy'] == res.metrics['val_accuracy']
+
+def test_sklearn_magic_val_0_is_no_split_and_a_fraction_changes_it(ip, prj, monkeypatch):
+    from sklearn.linear_model import LogisticRegression
+    monkeypatch.chdir(prj.root)
+    ip.run_line_magic('config', 'MlnbMagics.widgets = False')
+    ip.user_ns.update(clf=LogisticRegression(), df=cancer())
+    try:
+        r = ip.run_line_magic('mlnb', 'train clf --data df --target y')  # the default: validation metrics too
+        assert (r.n_train, r.n_val) == (160, 40) and {'train_accuracy', 'val_accuracy'} <= set(r.metrics), r
+        r0 = ip.run_line_magic('mlnb', 'train clf --data df --target y --val 0')  # crashed before: "needs (X, y) ... not int"
+        assert (r0.n_train, r0.n_val) == (200, 0) and not [k for k in r0.metrics if k.startswith('val_')] and 'train_accuracy' in r0.metrics, r0
+        r3 = ip.run_line_magic('mlnb', 'train clf --data df --target y --val 0.3')
+        assert (r3.n_train, r3.n_val) == (140, 60) and 'val_accuracy' in r3.metrics, r3
+    finally: ip.run_line_magic('config', 'MlnbMagics.widgets = True')
+    with pytest.raises(TrainError, match='not a fraction'): train(LogisticRegression(), cancer(), target='y', val=1.5, project=prj, track=False)
+
+def test_sklearn_val_dataframe_is_used_as_it_is(prj):
+    from mlflow import MlflowClient
+    from sklearn.linear_model import LogisticRegression
+    df = cancer(260)
+    tr, va = df[:200], df[200:]
+    res = train(LogisticRegression(), tr, target='y', val=va, project=prj, log_model=False)
+    assert (res.n_train, res.n_val) == (200, 60)  # all of data fit on, all of val measured
+    assert res.metrics['val_accuracy'] == evaluate(res.model, va, 'accuracy', target='y')['accuracy']
+    ps = MlflowClient(prj.tracking_uri).get_run(res.run_id).data.params
+    assert (ps['n_train'], ps['n_val'], ps['val_split']) == ('200', '60', 'given') and 'val_seed' not in ps
