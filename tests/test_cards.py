@@ -119,3 +119,18 @@ def test_the_card_is_a_standalone_page_with_aliases_not_stages(two_versions, mln
     assert r.stdout.startswith(f"# Model card: churn version {v2} @champion")
     out = (prj.root/'c.html')
     assert out.stat().st_mode & 0o777 == 0o644 and '<meta charset="utf-8">' in out.read_text()
+
+
+def test_approve_remakes_the_card(two_versions):
+    "`approve` (and so `retrain`, which promotes the same way) moves the alias through `promote`: the card follows."
+    import pandas as pd
+    from mlnb.pipeline.retraining import approve
+    prj, (X, y), v1, v2 = two_versions
+    hold = prj.path(prj.settings['retrain.holdout'])
+    hold.parent.mkdir(parents=True, exist_ok=True)
+    X.assign(**{prj.settings['registry.target']: y}).to_csv(hold, index=False)
+    approve('churn', v1, project=prj)
+    approve('churn', v2, project=prj)
+    text = (prj.dir/'cards'/'churn.html').read_text()
+    _says(text, v2, 'champion')
+    assert any('promote' in r and 'approved by a person' in r for r in _rows(text)), _rows(text)
