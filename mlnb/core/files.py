@@ -15,11 +15,13 @@ __all__ = ['atomic_write', 'html_table']
 # %% ../../nbs/03_core_files.ipynb #1d545ed9
 def atomic_write(path:str|Path, # File to write
                  data:str|bytes, # Its whole content
+                 mode:int|None=None, # Permission bits of the file (e.g. `0o644` for a page others read); None: those of `tempfile.mkstemp`, 0600
                 ) -> Path:
     "Write `data` to `path` atomically (temp file in the same folder, fsync, rename)."
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if mode is not None: os.chmod(tmp, mode)
         with os.fdopen(fd, 'wb') as f:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush(); os.fsync(f.fileno())

@@ -6,17 +6,17 @@ Docs: https://mlnb.github.io/mlnb/monitor_cards.html.md"""
 
 # %% ../../nbs/55_monitor_cards.ipynb #173825c5
 from __future__ import annotations
-import datetime, json
+import datetime, html as _html, json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from ..core import MlnbError, MlnbUsageError, emit, need, verb
-from ..config import setting
+from ..core import MlnbError, MlnbUsageError, atomic_write, emit, need, verb
+from ..config import find_project, setting
 from ..project import starter_file
 from ..track.store import mlflow_client
 
 # %% auto #0
-__all__ = ['TEMPLATE', 'CardError', 'gather', 'ModelCard', 'render', 'card']
+__all__ = ['TEMPLATE', 'CardError', 'gather', 'ModelCard', 'card_page', 'render', 'card', 'card_files']
 
 # %% ../../nbs/55_monitor_cards.ipynb #f1843f32
 setting("card.intended_use", "", "Intended use of the project's models, shown in model cards")
@@ -28,17 +28,25 @@ class CardError(MlnbError):
 
 TEMPLATE = """# Model card: {{ title }}
 
+{% if model %}This card describes **{{ model }} version {{ version }}**{% if aliases %}, which holds {{ aliases|map('alias')|join(', ') }}{% else %}, which holds no alias{% endif %}; it was made {{ made }}.{% else %}This card describes run `{{ run.id }}`; it was made {{ made }}.{% endif %}
+
 ## Model details
 | | |
 |---|---|
+{%- if model %}
+| model | {{ model }} |
+| version | {{ version }} |
+| aliases | {{ aliases|map('alias')|join(', ') if aliases else '—' }} |
+{%- endif %}
+| card made | {{ made }} |
 | run | `{{ run.id }}` ({{ run.name }}) |
 | experiment | {{ run.experiment }} |
 | status | {{ run.status }} |
 | started | {{ run.start }} |
 | finished | {{ run.end }} |
 | user | {{ run.user }} |
-{%- for v in registry %}
-| registered | {{ v.name }} version {{ v.version }}{% if v.aliases %} ({{ v.aliases|join(', ') }}){% endif %} |
+{%- for k, v in gate.items() %}
+| gate {{ k }} (holdout) | {{ v }} |
 {%- endfor %}
 
 ## Intended use
@@ -98,10 +106,17 @@ TEMPLATE = """# Model card: {{ title }}
 {% for k, v in lineage.items() %}| {{ k }} | {{ v }} |
 {% endfor %}{% else %}_No lineage tags on this run._
 {% endif %}
+## Promotions and rollbacks
+{% if decisions %}| when | action | alias | metric | score | previous version | its score | required improvement | by | reason |
+|---|---|---|---|---|---|---|---|---|---|
+{% for d in decisions %}| {{ d.time }} | {{ d.action }} | {{ d.alias|alias }} | {{ d.metric|fmt }} | {{ d.score|fmt }} | {{ d.previous|fmt }} | {{ d.previous_score|fmt }} | {{ d.min_improvement|fmt }} | {{ d.user }} | {{ d.reason|fmt }} |
+{% endfor %}{% elif model %}_{{ model }} version {{ version }} was never promoted or rolled back by mlnb (`mlnb promote {{ model }} {{ version }}`)._
+{% else %}_Not registered._
+{% endif %}
 ## Registry history
-{% if registry %}| model | version | aliases | stage | created | description |
-|---|---|---|---|---|---|
-{% for v in registry %}| {{ v.name }} | {{ v.version }} | {{ v.aliases|join(', ') }} | {{ v.stage }} | {{ v.created }} | {{ v.description }} |
+{% if registry %}| model | version | aliases | created | description |
+|---|---|---|---|---|
+{% for v in registry %}| {{ v.name }} | {{ v.version }} | {{ v.aliases|map('alias')|join(', ') if v.aliases else '—' }} | {{ v.created }} | {{ v.description }} |
 {% endfor %}{% else %}_Not registered._
 {% endif %}
 """
@@ -112,20 +127,26 @@ starter_file("card.template", lambda: TEMPLATE)
 def _ts(ms):
     return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC') if ms else '—'
 
-def _resolve(x, client) -> tuple[str, list]:
-    "The run id, and the model versions named, of a run id/`Run`, a `ModelVersion`, `name/3`, `models:/name/3` or `name@alias`."
-    if hasattr(x, 'run_id') and hasattr(x, 'version'): return x.run_id, [x]
-    if hasattr(x, 'info') and hasattr(x.info, 'run_id'): return x.info.run_id, []
-    if hasattr(x, 'id') and isinstance(getattr(x, 'id'), str): return x.id, []
+def _now() -> str: return datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC')
+
+def _iso(t) -> str:
+    "An audit time (`2026-01-02T03:04:05.123456Z`) as `2026-01-02 03:04:05 UTC`."
+    return t[:19].replace('T', ' ') + ' UTC' if isinstance(t, str) and len(t) >= 19 else str(t or '—')
+
+def _resolve(x, client) -> tuple[str, list, str|None]:
+    "The run id, the model versions named and the alias named, of a run id/`Run`, a `ModelVersion`, `name/3`, `models:/name/3` or `name@alias`."
+    if hasattr(x, 'run_id') and hasattr(x, 'version'): return x.run_id, [x], None
+    if hasattr(x, 'info') and hasattr(x.info, 'run_id'): return x.info.run_id, [], None
+    if hasattr(x, 'id') and isinstance(getattr(x, 'id'), str): return x.id, [], None
     if isinstance(x, tuple) and len(x) == 2: x = f"{x[0]}/{x[1]}"
     if not isinstance(x, str): raise MlnbUsageError(f"cannot make a card of a {type(x).__name__}", hint="pass a run id, a run, a ModelVersion, 'name/version' or 'name@alias'")
     s = x[len('models:/'):] if x.startswith('models:/') else x
     try:
         if '@' in s:
-            name, alias = s.split('@', 1); mv = client.get_model_version_by_alias(name, alias); return mv.run_id, [mv]
+            name, alias = s.split('@', 1); mv = client.get_model_version_by_alias(name, alias); return mv.run_id, [mv], alias
         if '/' in s:
-            name, ver = s.rsplit('/', 1); mv = client.get_model_version(name, ver); return mv.run_id, [mv]
-        client.get_run(s); return s, []
+            name, ver = s.rsplit('/', 1); mv = client.get_model_version(name, ver); return mv.run_id, [mv], None
+        client.get_run(s); return s, [], None
     except MlnbError: raise
     except Exception as e:
         msg = getattr(e, 'message', str(e)).splitlines()[0]
@@ -143,11 +164,10 @@ def _artifact_json(client, run_id, path, root):
 def gather(run_or_version, # A run id or `Run`, a `ModelVersion`, 'name/version', 'models:/name/version' or 'name@alias'
            *, project=None, # The project (default: the one at the current folder)
           ) -> dict:
-    "Everything a card shows, read from the run, its artifacts and the registry."
-    from mlnb.config import find_project, Project
+    "Everything a card shows, read from the run, its artifacts and the registry (as it is now)."
     prj = find_project(project)
     client = mlflow_client(prj.tracking_uri)
-    run_id, named = _resolve(run_or_version, client)
+    run_id, named, alias = _resolve(run_or_version, client)
     r = client.get_run(run_id)
     tags = dict(r.data.tags)
     exp = client.get_experiment(r.info.experiment_id)
@@ -174,9 +194,35 @@ def gather(run_or_version, # A run id or `Run`, a `ModelVersion`, 'name/version'
     except Exception: versions = []
     seen = {(v.name, str(v.version)) for v in versions}
     versions = list(versions) + [v for v in named if (v.name, str(v.version)) not in seen]
-    registry = [dict(name=v.name, version=int(v.version), aliases=list(getattr(v, 'aliases', []) or []), stage=v.current_stage or '—',
+    held = {}  # (model, version) -> its aliases, read from the registered model (a searched version may not carry them)
+    for n in sorted({v.name for v in versions}):
+        try:
+            for a, ver in sorted((client.get_registered_model(n).aliases or {}).items()): held.setdefault((n, str(ver)), []).append(a)
+        except Exception: pass
+    def aliases_of(v): return held.get((v.name, str(v.version)), sorted(getattr(v, 'aliases', []) or []))
+    registry = [dict(name=v.name, version=int(v.version), aliases=aliases_of(v),
                      created=_ts(v.creation_timestamp), description=(v.description or '').replace('\n', ' ')[:200]) for v in versions]
     registry.sort(key=lambda v: (v['name'], v['version']))
+    mv = named[0] if named else (min(versions, key=lambda v: (v.name, int(v.version))) if versions else None)
+    model = version = None; aliases, decisions, gate = [], [], {}
+    if mv is not None:
+        model, version = mv.name, int(mv.version)
+        aliases = aliases_of(mv)
+        if alias in aliases: aliases = [alias] + [a for a in aliases if a != alias]
+        try: vtags = dict(client.get_model_version(model, str(version)).tags or {})
+        except Exception: vtags = dict(getattr(mv, 'tags', None) or {})
+        gate = {k[len('mlnb.gate.'):]: v for k, v in sorted(vtags.items()) if k.startswith('mlnb.gate.')}
+        for k, v in sorted(vtags.items()):  # the registry's audit record on the version: register, promote, refusals, rollback
+            if not k.startswith('mlnb.audit.'): continue
+            try: e = json.loads(v)
+            except Exception: continue
+            if e.get('action') == 'register': continue
+            decisions.append(dict(time=_iso(e.get('time')), action=e.get('action'), alias=e.get('alias'), metric=e.get('metric'),
+                                  score=e.get('score'), previous=e.get('previous'), previous_score=e.get('previous_score'),
+                                  min_improvement=e.get('min_improvement'), user=e.get('user', '—'), reason=e.get('reason')))
+        for d in decisions:  # a promotion recorded before scores were tagged: the gate's score tag stands in
+            if d['action'] == 'promote' and d['metric'] is None and d['score'] is None and len(gate) == 1:
+                (d['metric'], d['score']), = gate.items()
     drift = _artifact_json(client, run_id, 'drift/drift.json', prj.root)
     fair = _artifact_json(client, run_id, 'fairness/fairness.json', prj.root)
     imp = _artifact_json(client, run_id, 'explain/importance.csv', prj.root)
@@ -184,8 +230,9 @@ def gather(run_or_version, # A run id or `Run`, a `ModelVersion`, 'name/version'
     if imp:
         import csv, io
         shap = [dict(feature=row['feature'], mean_abs_shap=float(row['mean_abs_shap'])) for row in csv.DictReader(io.StringIO(imp))][:10]
-    title = f"{named[0].name} version {named[0].version}" if named else (registry[0]['name'] + f" version {registry[0]['version']}" if registry else (r.info.run_name or run_id))
-    return dict(title=title, project=prj, client=client,
+    title = (f"{model} version {version}" + ''.join(f" @{a}" for a in aliases)) if model else (r.info.run_name or run_id)
+    return dict(title=title, project=prj, client=client, model=model, version=version, alias=alias, aliases=aliases,
+                made=_now(), gate=gate, decisions=decisions,
                 run=dict(id=run_id, name=r.info.run_name, experiment=exp.name if exp else r.info.experiment_id, status=r.info.status,
                          start=_ts(r.info.start_time), end=_ts(r.info.end_time), user=r.info.user_id),
                 params=dict(sorted(r.data.params.items())), metrics=metrics, slices=slices,
@@ -195,42 +242,70 @@ def gather(run_or_version, # A run id or `Run`, a `ModelVersion`, 'name/version'
 # %% ../../nbs/55_monitor_cards.ipynb #7547119a
 @dataclass
 class ModelCard:
-    "A rendered model card: `.markdown`, `.html`, and the `context` it came from."
+    "A rendered model card: `.markdown`, `.html` (a standalone page), and the `context` it came from."
     markdown: str  # The card as Markdown, rendered from the template
-    html: str  # The same card as a standalone HTML page
-    context: dict = field(repr=False)  # What the template was rendered with: model, version, metrics, params, lineage, ...
+    html: str  # The same card as a standalone HTML document (doctype, charset, title), readable offline
+    context: dict = field(repr=False)  # What the template was rendered with: model, version, aliases, date, metrics, params, lineage, ...
     def save(self, path:str|Path) -> Path:
-        "Write the card: HTML for `.html`, else Markdown."
-        from mlnb.core import atomic_write
+        "Write the card, readable by others (mode 0644): the HTML page for `.html`, else Markdown."
         p = Path(path); p.parent.mkdir(parents=True, exist_ok=True)
-        return atomic_write(p, self.html if p.suffix.lower() in ('.html', '.htm') else self.markdown)
+        return atomic_write(p, self.html if p.suffix.lower() in ('.html', '.htm') else self.markdown, mode=0o644)
+    @property
+    def body(self) -> str:
+        "The card's HTML without the page around it (what a notebook shows)."
+        s = self.html
+        i, j = s.find('<body>'), s.rfind('</body>')
+        return s[i + len('<body>'):j].strip() if i >= 0 and j > i else s
     def __str__(self): return self.markdown
     def __repr__(self): return self.markdown
     def _repr_markdown_(self): return self.markdown
-    def _repr_html_(self): return self.html
+    def _repr_html_(self): return self.body
 
 def _fmt(v):
     if isinstance(v, float): return '—' if v != v else f"{v:.6g}"
-    return '—' if v is None else str(v)
+    return '—' if v is None or v == '' else str(v)
+
+def _alias(a): return f"@{a}" if a else '—'
+
+_STYLE = ("body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;line-height:1.4}"
+         ".mlnb-card table{border-collapse:collapse;margin:.5em 0}.mlnb-card td,.mlnb-card th{border:1px solid #ccc;padding:2px 6px;text-align:left}"
+         ".mlnb-card-made{color:#555;font-size:.9em;margin-top:2em}")
+
+def card_page(body:str, # The card's HTML
+         title:str, # The page's title
+         footer:str="", # A line under the card (plain text)
+        ) -> str:
+    "A standalone HTML document around `body`: doctype, `<meta charset=\"utf-8\">`, title and style, nothing fetched from outside."
+    foot = f"\n<p class='mlnb-card-made'>{_html.escape(footer)}</p>" if footer else ""
+    return ("<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<meta name=\"generator\" content=\"mlnb\">\n"
+            f"<title>{_html.escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n"
+            f"<body>\n<div class='mlnb-card'>\n{body}{foot}\n</div>\n</body>\n</html>\n")
+
+def _made_line(ctx) -> str:
+    "What the card describes and when it was made, said once more under the card (whatever the template shows)."
+    what = (f"{ctx['model']} version {ctx['version']}" + (f" ({', '.join('@' + a for a in ctx.get('aliases') or [])})" if ctx.get('aliases') else " (no alias)")
+            if ctx.get('model') else f"run {ctx.get('run', {}).get('id', '?')}")
+    return f"Model card of {what}, made {ctx.get('made') or _now()} by mlnb from the tracking store."
 
 def render(context:dict, # From `gather`
            template:str|None=None, # Jinja template text (default: the project's `card.template` file, else `TEMPLATE`)
           ) -> tuple[str, str]:
-    "Markdown and HTML of a card."
+    "Markdown and HTML (a standalone page) of a card."
     jinja2 = need('jinja2')
     if template is None:
         prj = context.get('project')
         f = prj.path(prj.settings['card.template']) if prj is not None else None
         template = f.read_text() if f is not None and f.is_file() else TEMPLATE
     env = jinja2.Environment(undefined=jinja2.ChainableUndefined, autoescape=False)
-    env.filters['fmt'] = _fmt
+    env.filters['fmt'] = _fmt; env.filters['alias'] = _alias
+    context = {'made': _now(), 'gate': {}, 'decisions': [], 'aliases': [], **context}
     try: md = env.from_string(template).render(**context)
     except jinja2.TemplateError as e:
         raise CardError(f"the model card template does not render: {e}", hint="fix the template, or remove it to use the built-in one") from None
     mistune = need('mistune')
     body = mistune.create_markdown(plugins=['table'])(md)
-    style = ("<style>.mlnb-card table{border-collapse:collapse}.mlnb-card td,.mlnb-card th{border:1px solid #ccc;padding:2px 6px}</style>")
-    return md, f"<div class='mlnb-card'>{style}{body}</div>"
+    return md, card_page(body, f"Model card: {context.get('title', '')}", _made_line(context))
 
 def card(run_or_version, # A run id or `Run`, a `ModelVersion`, 'name/version', 'models:/name/version' or 'name@alias'
          *,
@@ -257,21 +332,40 @@ def card(run_or_version, # A run id or `Run`, a `ModelVersion`, 'name/version', 
     if out: c.save(out)
     return c
 
-# %% ../../nbs/55_monitor_cards.ipynb #78eedc8b
-setting("card.on_promote", True, "Regenerate a version's model card when the registry promotes it")
+def card_files(c:ModelCard, # A card of a registered version (from `card`)
+               *, project=None, # The project (default: the card's own)
+              ) -> list[Path]:
+    "Write `.mlnb/cards/NAME@ALIAS.html` for each alias the card's version holds now, and `.mlnb/cards/NAME.html` when one is `card.alias` (the champion)."
+    ctx = c.context
+    if not ctx.get('model') or not ctx.get('aliases'): return []
+    prj = find_project(project if project is not None else ctx.get('project'))
+    d = prj.dir/'cards'
+    names = [f"{ctx['model']}@{a}.html" for a in ctx['aliases']]
+    if prj.settings.get('card.alias', 'champion') in ctx['aliases']: names.insert(0, f"{ctx['model']}.html")
+    return [c.save(d/n) for n in names]
 
-def _on_promote(ev):
+# %% ../../nbs/55_monitor_cards.ipynb #78eedc8b
+setting("card.on_promote", True, "Remake the model cards whenever an alias moves (promote, rollback, retrain, approve)")
+setting("card.alias", "champion", "The alias whose version's card is the model's card file .mlnb/cards/NAME.html")
+
+def _on_alias_moved(ev):
     d = ev.data
+    if d.get('model') is None or d.get('version') is None: return
     try:
-        from mlnb.config import settings
-        if not settings().get('card.on_promote', True) or d.get('model') is None: return
-        card(f"{d['model']}/{d['version']}", project=d.get('project'))
+        prj = find_project(d.get('project'))
+        if not prj.settings.get('card.on_promote', True): return
     except Exception as e:
-        emit('card.warning', msg=f"model card of {d.get('model')} version {d.get('version')} not regenerated: {e}")
+        emit('card.warning', msg=f"model cards of {d['model']} not regenerated: {e}"); return
+    prev = d.get('previous')
+    for v in ([prev] if prev is not None and int(prev) != int(d['version']) else []) + [d['version']]:
+        try: card_files(card(f"{d['model']}/{v}", project=prj), project=prj)
+        except Exception as e:
+            emit('card.warning', msg=f"model card of {d['model']} version {v} not regenerated: {e}")
 
 from ..core import events as _events
-_events.off(_on_promote)
-_events.on('registry.promote', _on_promote)
+_events.off(_on_alias_moved)
+_events.on('registry.promote', _on_alias_moved)
+_events.on('registry.rollback', _on_alias_moved)
 
 # %% ../../nbs/55_monitor_cards.ipynb #8fe9f9c5
 verb("card", "the model card of a run or a model version, from its record (logged to the run and the version)", fn=card)

@@ -86,11 +86,13 @@ def model_version(client, # An `MlflowClient` on the project's store (`registry_
         raise RegistryError(f"model '{name}' has no {'alias ' + v if v.startswith('@') else 'version ' + v}",
                             hint=f"`mlnb registry {name}` lists its versions and aliases") from None
 
+_ON_VERSION = ('alias', 'previous', 'reason', 'metric', 'score', 'previous_score', 'min_improvement', 'gated')  # audit fields also tagged on the version
+
 def _audit(prj, client, action:str, name:str, version, **fields) -> dict:
     "Append `action` to the audit log and tag it on the model version."
     e = audit_log(prj).append(action, model=name, version=None if version is None else int(version), **fields)
     if version is not None:
-        short = {k: e[k] for k in ('action', 'time', 'user') } | {k: v for k, v in fields.items() if k in ('alias', 'previous', 'reason')}
+        short = {k: e[k] for k in ('action', 'time', 'user') } | {k: v for k, v in fields.items() if k in _ON_VERSION}
         client.set_model_version_tag(name, str(version), f"mlnb.audit.{e['seq']:06d}", json.dumps(short | {'hash': e['hash'][:16]}, default=str))
     return e
 
@@ -203,6 +205,11 @@ class Comparison:
         return html_table(rows, ['', 'version', self.metric], caption=repr(self))
 
 # %% ../../nbs/61_serving_registry.ipynb #3161f195
+def _alias_moved(kind:str, prj:Project, msg:str, **data):
+    "Announce that an alias moved (`registry.promote`, `registry.rollback`), with what listeners need: model, version, alias, previous, project."
+    import mlnb.monitor.cards  # noqa: F401 -- its listener remakes the model cards of the versions the alias reached and left
+    emit(kind, msg=msg, project=str(prj.root), **data)
+
 def _history(client, name, alias) -> list[int]:
     tags = client.get_registered_model(name).tags
     return json.loads(tags.get(f"mlnb.history.{alias}", "[]"))
@@ -274,7 +281,8 @@ def promote(name:str, # The registered model
     _set_history(client, name, alias, hist + [v])
     cmp.promoted = True
     _audit(prj, client, 'promote', name, v, **fields)
-    emit('registry.promote', msg=f"promoted: {cmp.summary()}", model=name, version=v, alias=alias)
+    _alias_moved('registry.promote', prj, f"promoted: {cmp.summary()}", model=name, version=v, alias=alias, previous=cmp.incumbent,
+                 metric=cmp.metric or None, score=cmp.candidate_score, previous_score=cmp.incumbent_score)
     return cmp
 
 def rollback(name:str, # The registered model
@@ -295,7 +303,8 @@ def rollback(name:str, # The registered model
     client.set_registered_model_alias(name, alias, str(prev))
     _set_history(client, name, alias, hist)
     _audit(prj, client, 'rollback', name, prev, alias=alias, previous=cur and int(cur.version), reason=reason)
-    emit('registry.rollback', msg=f"rolled back {name} @{alias}: v{cur and cur.version} -> v{prev}", model=name, version=prev, alias=alias)
+    _alias_moved('registry.rollback', prj, f"rolled back {name} @{alias}: v{cur and cur.version} -> v{prev}", model=name, version=prev, alias=alias,
+                 previous=cur and int(cur.version))
     return client.get_model_version(name, str(prev))
 
 # %% ../../nbs/61_serving_registry.ipynb #36201621
