@@ -12,8 +12,10 @@ def _log(project, model, X, y, name):
     import mlflow
     from mlflow.models import infer_signature
     mlflow.set_tracking_uri(project.tracking_uri)
-    mlflow.set_experiment('cards')
-    with mlflow.start_run(run_name=name):
+    client = mlflow.MlflowClient(project.tracking_uri)
+    exp = client.get_experiment_by_name('cards')
+    exp_id = exp.experiment_id if exp else client.create_experiment('cards')  # not mlflow.set_experiment: that would stay set for the tests after
+    with mlflow.start_run(run_name=name, experiment_id=exp_id):
         model.fit(X, y)
         mlflow.log_metric('accuracy', float(model.score(X, y)))
         return mlflow.sklearn.log_model(model, name='model', signature=infer_signature(X, model.predict(X)), pip_requirements=['scikit-learn'])
