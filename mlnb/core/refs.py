@@ -13,8 +13,8 @@ from .errors import MlnbError, MlnbUsageError, need
 from .verbs import load_verbs
 
 # %% auto #0
-__all__ = ['TABLE_KINDS', 'RESOLVERS', 'DataError', 'table_kind', 'read_table', 'iter_table', 'Resolver', 'resolver', 'resolve',
-           'forms', 'read_file', 'is_table_ref', 'read_data']
+__all__ = ['TABLE_KINDS', 'RESOLVERS', 'DataError', 'table_kind', 'read_table', 'iter_table', 'Resolver', 'resolver', 'handler',
+           'resolve', 'forms', 'read_file', 'is_table_ref', 'read_data']
 
 # %% ../../nbs/06_core_refs.ipynb #67b50c03
 class DataError(MlnbError):
@@ -37,6 +37,10 @@ def _kind_of(src, kind:str|None, name:str) -> str:
     if kind not in TABLE_KINDS.values(): raise DataError(f"unknown table kind '{kind}'", hint=f"one of {sorted(set(TABLE_KINDS.values()))}")
     return kind
 
+def _unreadable(name, kind, e) -> DataError:
+    return DataError(f"cannot read {name} as {kind}: {_why(e)}",
+                     hint=f"check that the file is valid {kind} (open it, or re-export it), and readable")
+
 def _suffixes() -> str:
     s = list(TABLE_KINDS)
     return ', '.join(s[:-1]) + f" or {s[-1]}"
@@ -56,8 +60,7 @@ def read_table(src, # A path, or a binary file object
         if kind == 'jsonl': return pd.read_json(src, lines=True, nrows=nrows)
         return pd.read_parquet(src)
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-        raise DataError(f"cannot read {name} as {kind}: {_why(e)}",
-                        hint=f"check that the file is valid {kind} (open it, or re-export it), and readable") from None
+        raise _unreadable(name, kind, e) from None
 
 def iter_table(src:str|Path, # A table file
                rows:int, # At most this many rows per chunk
@@ -76,9 +79,7 @@ def iter_table(src:str|Path, # A table file
         else: it = pd.read_csv(src, sep='\t' if kind == 'tsv' else ',', chunksize=rows)
         yield from it
     except MlnbError: raise
-    except Exception as e:
-        raise DataError(f"cannot read {name} as {kind}: {_why(e)}",
-                        hint=f"check that the file is valid {kind} (open it, or re-export it), and readable") from None
+    except Exception as e: raise _unreadable(name, kind, e) from None
 
 # %% ../../nbs/06_core_refs.ipynb #41d3275a
 @dataclass
@@ -100,15 +101,21 @@ def resolver(kind:str, # What the handler gives: `'table'`, `'profile'`, ...
         RESOLVERS.append(Resolver(kind, form, match, fn)); return fn
     return deco
 
+def handler(kind:str, # What is wanted: `'table'`, `'profile'`, ...
+            ref:str, # The reference
+           ) -> Resolver|None:
+    "The first registered handler of `kind` that takes `ref` (the feature modules are loaded if none does), or None."
+    for attempt in (0, 1):
+        for r in RESOLVERS:
+            if r.kind == kind and r.match(ref): return r
+        if not attempt: load_verbs()  # feature modules register their handlers when imported
+
 def resolve(kind:str, # What is wanted: `'table'`, `'profile'`, ...
             ref:str, # The reference, e.g. `data/train.csv@v1`
             **kw, # Passed on to the handler (`root=`, ...)
            ):
     "The `kind` that `ref` names, from the first registered handler that takes it; one error naming every accepted form."
-    for attempt in (0, 1):
-        for r in RESOLVERS:
-            if r.kind == kind and r.match(ref): return r.fn(ref, **kw)
-        if not attempt: load_verbs()  # feature modules register their handlers when imported
+    if (r := handler(kind, ref)) is not None: return r.fn(ref, **kw)
     forms = [r.form for r in RESOLVERS if r.kind == kind]
     raise MlnbUsageError(f"cannot read {ref!r} as a {kind}",
                          hint=f"give {' or '.join(forms)}" if forms else f"nothing in mlnb reads a {kind} from a reference")
@@ -131,9 +138,7 @@ def read_file(ref:str|Path, # A table file
 def is_table_ref(word:str|Path, # A word from a command line or a cell
                 ) -> bool:
     "Does `word` read as a table reference (a table file name, or a form a handler takes) rather than, say, a notebook variable's name?"
-    if table_kind(word): return True
-    load_verbs()
-    return any(r.kind == 'table' and r.match(str(word)) for r in RESOLVERS)
+    return bool(table_kind(word)) or handler('table', str(word)) is not None
 
 def read_data(data, # A DataFrame (or any object: returned as it is), or a reference: a table file, `PATH@REV`, `served:NAME`
               what:str='data', # How to call it in errors: `the holdout`, `the reference data`
@@ -148,10 +153,7 @@ def read_data(data, # A DataFrame (or any object: returned as it is), or a refer
         raise error(e.message, hint=e.hint) from None
 
 def _read_ref(ref, what, root):
-    for attempt in (0, 1):
-        for r in RESOLVERS:
-            if r.kind == 'table' and r.match(ref): return r.fn(ref, root=root)
-        if not attempt: load_verbs()
+    if (r := handler('table', ref)) is not None: return r.fn(ref, root=root)
     p = Path(ref).expanduser()
     hint = f"give {forms('table')}"
     if p.is_dir(): raise DataError(f"{what} {ref} is a folder, not a table", hint=hint)
