@@ -52,7 +52,7 @@ def wheel(tmp_path_factory) -> Path:
 
 # --- the installed wheel, a template project, and its CI workflow -----------------------------------------------
 
-@pytest.mark.timeout(2400)  # three pipeline runs, a workflow and quickstart: minutes, more on a busy machine
+@pytest.mark.timeout(2400)  # three pipeline runs and a workflow: minutes, more on a busy machine
 def test_wheel_template_run_and_ci_workflow(wheel, tmp_path):
     env = make_venv(tmp_path/'venv')
     work = tmp_path/'work'; work.mkdir()  # not the checkout: the templates must come from the wheel
@@ -95,10 +95,15 @@ def test_wheel_template_run_and_ci_workflow(wheel, tmp_path):
     for cmd in runs: ok(sh(cmd, tmp_path/'ci', ci_env, timeout=900), f"workflow step `{cmd.strip()}`")
     assert 'classifier version' in (tmp_path/'ci'/'outputs'/'card.html').read_text()
 
-    # and the whole demo, from the wheel
-    out = ok(sh("mlnb quickstart", work, env, timeout=1500), "mlnb quickstart from the wheel")
-    assert 'quickstart.done' in out and "serve: POST" in out
-    git_clean(work/'mlnb-quickstart')
+    # the whole demo is the same template run again (the README test runs it): here, that the wheel holds every file
+    # of the package that git tracks (templates, demo and starter files, notebooks' modules), so nothing is found
+    # only in a checkout
+    import zipfile
+    tracked = subprocess.run(['git', 'ls-files', 'mlnb'], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    in_wheel = set(zipfile.ZipFile(wheel).namelist())
+    missing = [f for f in tracked if f not in in_wheel and not f.endswith(('.pyc', '.gitignore'))]
+    assert not missing, f"files of the package missing from the wheel: {missing[:20]}"
+    assert any(f.startswith('mlnb/project_templates/classification/') for f in in_wheel)
 
 # --- the README, as written -------------------------------------------------------------------------------------
 
