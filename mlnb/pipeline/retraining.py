@@ -13,7 +13,7 @@ from ..core import MlnbError, atomic_write, emit, html_table, read_data, verb
 from ..config import Project, find_project, setting
 
 # %% auto #0
-__all__ = ['RetrainError', 'RetrainReport', 'retrain', 'approve']
+__all__ = ['RetrainError', 'RetrainReport', 'retrain', 'pending', 'approve']
 
 # %% ../../nbs/75_pipeline_retraining.ipynb #aba90de7
 setting("retrain.data", "data/raw.csv", "The raw table the pipeline reads; `mlnb retrain --data FILE` puts new data there")
@@ -159,13 +159,30 @@ def _changed(prj:Project, path:Path) -> bool:
     return outs[0].get('md5') != h.hexdigest()
 
 # %% ../../nbs/75_pipeline_retraining.ipynb #d1b18330
+def pending(name:str, # The registered model
+            version:int, # One of its versions
+            *, project=None, # The project (default: the one at or above the current folder)
+           ) -> bool:
+    "Is `version` waiting for approval: a retrain left it pending and no alias of `name` moved since (read from the audit log)?"
+    from mlnb.audit import audit_log
+    waiting = False
+    for e in audit_log(find_project(project)).entries():
+        if e.get('model') != name: continue
+        if e.get('action') == 'retrain.pending': waiting = str(e.get('version')) == str(version)
+        elif e.get('action') in ('promote', 'rollback'): waiting = False
+    return waiting
+
 def approve(name:str, # The registered model
             version:int, # The pending challenger
             *, project=None, # The project (default: the one at or above the current folder)
            ):
-    "Promote a challenger that `retrain` left pending approval (the gate runs again)."
+    "Promote a challenger that `retrain` left pending approval (the gate runs again); refuse any other version."
     from mlnb.serving.registry import promote
     prj = find_project(project)
+    if not pending(name, version, project=prj):
+        raise RetrainError(f"{name} version {version} is not pending approval: no `retrain --require-approval` left it waiting "
+                           "(or the champion moved since)", hint=f"`mlnb audit show --model {name}` lists the retrain decisions; "
+                           f"to promote a version anyway, use `mlnb promote {name} VERSION`, which runs the gate")
     return promote(name, version, 'champion', prj.path(prj.settings['retrain.holdout']), project=prj, reason='approved by a person')
 
 def _retrain_call(fn, kw, ctx):
