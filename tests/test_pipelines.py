@@ -119,3 +119,40 @@ def test_step_params_from_yaml_and_cli_values(project, mlnb_cli):
     assert (root/'o.txt').read_text() == "0.001 'b' True"
     out = Path(r.stdout.strip().split(' -> ')[-1])
     assert out.parent == root/'.mlnb'/'runs' and out.exists()
+
+def test_step_runs_name_their_notebook_and_nest(project, mlnb_cli):
+    """The run of a step and the runs its notebook opens (a `train` run) record the notebook's path in the project (not
+    `ipykernel_launcher.py`), the executed copy (an artifact of the step's run) and the git commit, and the runs inside
+    nest in the step's run: with `mlnb step` (a fresh kernel) and with `mlnb run` (a pooled kernel, started before it)."""
+    import mlflow
+    from mlflow import MlflowClient
+    root = project.root
+    (root/'nbs').mkdir()
+    make_nb(root/'nbs'/'train.ipynb', 'k = 1', "import mlnb\nwith mlnb.run(name='train') as r: mlnb.log(acc=k / 2)\n"
+                                                "open('run.txt', 'w').write(r.id)")
+    git = lambda *a: subprocess.run(['git', '-c', 'user.email=t@t', '-c', 'user.name=t', *a], cwd=root, check=True,
+                                    capture_output=True, text=True).stdout.strip()
+    git('add', '-A'); git('commit', '-qm', 'a step')
+    commit = git('rev-parse', 'HEAD')
+    c = MlflowClient(project.tracking_uri)
+    def check():
+        inner = c.get_run((root/'run.txt').read_text())
+        step_run = c.get_run(inner.data.tags['mlflow.parentRunId'])
+        assert (inner.info.run_name, step_run.info.run_name) == ('train', 'step train')
+        executed = step_run.data.tags['mlnb.notebook.executed']
+        assert executed.startswith(f"runs:/{step_run.info.run_id}/notebooks/") and executed.endswith('-train.ipynb')
+        for run in (step_run, inner):
+            t = run.data.tags
+            assert (t['mlnb.notebook'], t['mlflow.source.name'], t['mlflow.source.type']) == ('nbs/train.ipynb', 'nbs/train.ipynb', 'NOTEBOOK'), t
+            assert t['mlnb.notebook.executed'] == executed and t['mlnb.git.commit'] == commit
+        copy = Path(mlflow.artifacts.download_artifacts(executed, dst_path=str(root/'.mlnb'/'dl'), tracking_uri=project.tracking_uri))
+        text = copy.read_text()
+        assert 'mlnb.log(acc=k / 2)' in text and '"execution_count": 2' in text and '_os.environ' not in text  # the setup left no trace
+        return step_run.data.tags.get('mlflow.parentRunId')
+    r = mlnb_cli('step', 'nbs/train.ipynb', '-p', 'k', '2', cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert check() is None  # `mlnb step`: the step's run is a top-level run
+    assert mlnb_cli('pipeline', 'add', 'nbs/train.ipynb', '--outs', 'run.txt', cwd=root).returncode == 0
+    r = mlnb_cli('run', cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert c.get_run(check()).info.run_name == 'pipeline'  # the pipeline's run holds the step's, which holds `train`

@@ -70,3 +70,27 @@ def test_retrain_loop(tproject):
     for a in ('retrain.start', 'retrain.refused-data', 'retrain.promoted', 'retrain.kept', 'promote'): assert a in acts, acts
     r = mlnb('audit', 'verify')
     assert r.returncode == 0, r.stderr
+
+def test_template_register_step_audits_challenger_with_a_card_and_train_run_nests(tproject):
+    """The template's register step moves @challenger through `mlnb.promote` (audited, the version's card made), and
+    the `train` run of its pipeline is a child of its `step train` run, naming the notebook and its executed copy."""
+    from mlflow import MlflowClient
+    root, mlnb = tproject
+    c = MlflowClient(f"sqlite:///{root}/.mlnb/mlflow.db")
+    train = c.get_run(c.get_model_version('classifier', '1').run_id)  # the fixture's `mlnb run`: its kernels are pooled
+    step = c.get_run(train.data.tags['mlflow.parentRunId'])
+    assert (train.info.run_name, step.info.run_name) == ('train', 'step train')
+    for t in (train.data.tags, step.data.tags):
+        assert t['mlnb.notebook'] == t['mlflow.source.name'] == 'nbs/train.ipynb' and t['mlflow.source.type'] == 'NOTEBOOK'
+        assert t['mlnb.notebook.executed'].startswith(f"runs:/{step.info.run_id}/notebooks/") and t['mlnb.git.commit']
+    # the register step, once more: a new version becomes @challenger, the champion stays
+    before = champion(root)
+    r = mlnb('step', 'nbs/register.ipynb', '--params-from', 'params.yaml:register')
+    assert r.returncode == 0, r.stderr
+    v = json.loads((root/'outputs'/'registered.json').read_text())['version']
+    assert int(c.get_model_version_by_alias('classifier', 'challenger').version) == v and champion(root) == before
+    entries = [json.loads(l) for l in (root/'.mlnb'/'audit.jsonl').read_text().splitlines()]
+    assert any(e['action'] == 'promote' and e.get('alias') == 'challenger' and e['version'] == v for e in entries), entries[-3:]
+    card = root/'.mlnb'/'cards'/'classifier@challenger.html'
+    assert f"classifier version {v}" in card.read_text()
+    assert mlnb('audit', 'verify').returncode == 0

@@ -104,7 +104,7 @@ def _event_engine():
                                      start_timeout=60, execution_timeout=None, **kwargs):
             start, done = nb_man.cell_start, nb_man.cell_complete
             total = sum(c.cell_type == 'code' for c in nb_man.nb.cells)
-            name = kwargs.pop('mlnb_step_name', '')
+            name, setup = kwargs.pop('mlnb_step_name', ''), kwargs.pop('mlnb_setup', None)
             injected = any('injected-parameters' in c.metadata.get('tags', []) for c in nb_man.nb.cells)
             def cell_start(cell, cell_index=None, **kw):
                 if cell.cell_type == 'code':
@@ -121,8 +121,15 @@ def _event_engine():
             import logging
             from papermill.clientwrap import PapermillNotebookClient
             from papermill.utils import merge_kwargs, remove_args
+            class Client(PapermillNotebookClient):
+                def papermill_execute_cells(self):
+                    if setup:  # before the first cell, silently: no output, no execution count, nothing in the notebook
+                        reply = self.wait_for_reply(self.kc.execute(setup, silent=True, store_history=False))
+                        if (reply or {}).get('content', {}).get('status') != 'ok':
+                            emit('step.warning', msg=f"{name}: the kernel did not take the step's lineage: {(reply or {}).get('content', {}).get('evalue', 'no reply')}")
+                    return super().papermill_execute_cells()
             safe = remove_args(['timeout', 'startup_timeout', 'input_path'], **kwargs)
-            client = PapermillNotebookClient(nb_man, **merge_kwargs(
+            client = Client(nb_man, **merge_kwargs(
                 safe, timeout=execution_timeout or kwargs.get('timeout'), startup_timeout=start_timeout, kernel_name=kernel_name,
                 log=logging.getLogger('papermill'), log_output=log_output, stdout_file=stdout_file, stderr_file=stderr_file))
             try: return client.execute()
@@ -163,29 +170,38 @@ def step(notebook:str|Path, # The notebook to run (it needs a cell tagged `param
     kernel = kernel or st['pipeline.kernel']
     need('papermill'); _event_engine()
     tracked = root is not None and st['pipeline.track']
-    if not tracked: return _execute(nb_path, params, output, kernel, cwd, stream, km)
+    # what the kernel is told, before the first cell: the runs the notebook opens (and the processes it starts) record
+    # the step's notebook, its executed copy, and nest in the step's run (a pooled kernel was started before the step)
+    env = {'MLNB_NOTEBOOK': str(nb_path.resolve()), 'MLNB_NOTEBOOK_EXECUTED': None}
+    if not tracked: return _execute(nb_path, params, output, kernel, cwd, stream, km, env)
     from mlnb.track.tracking import run as track_run
-    with track_run(name=f"step {nb_path.stem}", params=params, tags={'mlnb.step': str(nb_path)}) as r:
-        before = os.environ.get('MLNB_PARENT_RUN_ID')
-        if km is None: os.environ['MLNB_PARENT_RUN_ID'] = r.id  # the kernel papermill starts nests its runs in this one
-        try: return _execute(nb_path, params, output, kernel, cwd, stream, km)
+    from mlnb.track.lineage import project_path
+    where = project_path(nb_path, root)
+    with track_run(name=f"step {nb_path.stem}", params=params, tags={'mlnb.step': str(nb_path), 'mlnb.notebook': where, 'mlnb.notebook.source': 'step',
+                                                                     'mlflow.source.name': where, 'mlflow.source.type': 'NOTEBOOK'}) as r:
+        executed = f"runs:/{r.id}/notebooks/{output.name}"  # where the executed copy is kept: an artifact of this run
+        r.set_tags({'mlnb.notebook.executed': executed})
+        try: return _execute(nb_path, params, output, kernel, cwd, stream, km, env | {'MLNB_NOTEBOOK_EXECUTED': executed, 'MLNB_PARENT_RUN_ID': r.id})
         finally:
-            if km is None:
-                if before is None: os.environ.pop('MLNB_PARENT_RUN_ID', None)
-                else: os.environ['MLNB_PARENT_RUN_ID'] = before
             if output.exists(): r.log_artifact(output, 'notebooks')  # the partial notebook too, when a cell failed
 
-def _execute(nb_path, params, output, kernel, cwd, stream, km) -> StepResult:
+def _kernel_setup(env:dict) -> str:
+    "The Python a step runs silently in its kernel before the first cell, setting (None: unsetting) the variables of `env`."
+    sets = ''.join(f"_os.environ[{k!r}] = {v!r}\n" if v is not None else f"_os.environ.pop({k!r}, None)\n" for k, v in env.items())
+    return f"import os as _os\n{sets}del _os\n"
+
+def _execute(nb_path, params, output, kernel, cwd, stream, km, env) -> StepResult:
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
     emit('step.start', msg=f"running {nb_path} with {params or 'its defaults'}", step=str(nb_path), params=params)
     t = time.perf_counter()
+    lang = _language(_read_nb(nb_path))
     try:
-        nb = pm.execute_notebook(str(nb_path), str(output), parameters=params, engine_name='mlnb', kernel_name=kernel,
-                                 language=_language(_read_nb(nb_path)),
+        nb = pm.execute_notebook(str(nb_path), str(output), parameters=params, engine_name='mlnb', kernel_name=kernel, language=lang,
                                  progress_bar=False, log_output=False, cwd=str(cwd) if cwd else None,
                                  stdout_file=sys.stdout if stream else None, stderr_file=sys.stderr if stream else None,
-                                 mlnb_step_name=nb_path.name, **({'km': km} if km is not None else {'kernel_manager_class': kernel_manager_class()}))
+                                 mlnb_step_name=nb_path.name, mlnb_setup=_kernel_setup(env) if lang == 'python' else None,
+                                 **({'km': km} if km is not None else {'kernel_manager_class': kernel_manager_class()}))
     except PapermillExecutionError as e:
         first = next((l for l in (e.source or '').splitlines() if l.strip()), '')
         emit('step.failed', msg=f"{nb_path} failed in cell [{e.exec_count}]", step=str(nb_path), output=str(output))

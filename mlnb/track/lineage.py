@@ -13,7 +13,7 @@ from ..config import setting
 from .store import mlflow_client, tag_key
 
 # %% auto #0
-__all__ = ['git_info', 'notebook_path', 'pip_freeze', 'versions', 'dvc_hashes', 'dataset_input', 'record_lineage']
+__all__ = ['git_info', 'notebook_path', 'project_path', 'pip_freeze', 'versions', 'dvc_hashes', 'dataset_input', 'record_lineage']
 
 # %% ../../nbs/13_track_lineage.ipynb #4c353161
 setting("tracking.lineage", True, "Record lineage on every run: git commit and diff, the notebook, pip freeze, versions, DVC hashes")
@@ -35,20 +35,29 @@ def git_info(root:str|Path, # A folder inside a git work tree (or not)
 
 def notebook_path(ns:dict|None=None, # The notebook's namespace (default: the running IPython's)
                  ) -> tuple[Path|None, str]:
-    "The path of the running notebook and who told us (`vscode`, `papermill`, `jupyter`, `env`), or `(None, '')`."
+    "The path of the running notebook and who told us (`env`, `vscode`, `papermill`, `jupyter`), or `(None, '')`; `$MLNB_NOTEBOOK` (set by `mlnb step` in its kernel) comes first."
     if ns is None:
         ip = sys.modules.get('IPython')
         sh = ip.get_ipython() if ip else None
         ns = sh.user_ns if sh is not None else {}
-    cands = [(ns.get('__vsc_ipynb_file__'), 'vscode'), (ns.get('PAPERMILL_INPUT_PATH'), 'papermill'),
-             (ns.get('PAPERMILL_OUTPUT_PATH'), 'papermill'), (ns.get('__session__'), 'jupyter'),
-             (os.environ.get('MLNB_NOTEBOOK'), 'env')]
+    # the environment first: a step's kernel started from a notebook inherits that notebook's `__session__`
+    cands = [(os.environ.get('MLNB_NOTEBOOK'), 'env'), (ns.get('__vsc_ipynb_file__'), 'vscode'),
+             (ns.get('PAPERMILL_INPUT_PATH'), 'papermill'), (ns.get('PAPERMILL_OUTPUT_PATH'), 'papermill'),
+             (ns.get('__session__'), 'jupyter')]
     for v, src in cands:
         if not isinstance(v, str) or not v.endswith('.ipynb'): continue
         p = Path(v).expanduser()
         for q in ([p] if p.is_absolute() else [Path.cwd()/p, Path.cwd()/p.name]):
             if q.is_file(): return q.resolve(), src
     return None, ''
+
+def project_path(path:str|Path, # A file, e.g. the running notebook
+                 root:str|Path, # The project's root folder
+                ) -> str:
+    "`path` relative to the project's `root` (with `/`), as runs record a notebook; absolute when it lies outside."
+    p = Path(path).resolve()
+    try: return p.relative_to(Path(root).resolve()).as_posix()
+    except ValueError: return str(p)
 
 def pip_freeze() -> str:
     "The installed distributions as `pip freeze` lines (read from metadata, no subprocess)."

@@ -13,7 +13,7 @@ from ..core import MlnbError, MlnbUsageError, emit, events, html_table
 from ..config import Project, find_project
 from .store import StoreError, experiment_id, mlflow_client, pending, process_alive, reachable, replay, resolve_runs, tag_key
 from .logger import EXIT_HOOKS, MetricError, buffer, metric_value
-from .lineage import dataset_input, notebook_path, record_lineage
+from .lineage import dataset_input, notebook_path, project_path, record_lineage
 from .system import SystemMonitor
 
 # %% auto #0
@@ -75,9 +75,12 @@ class Run:
         except Exception as e: raise StoreError(f"cannot open experiment '{self.experiment}' in {uri}: {str(e).splitlines()[0][:200]}",
                                                 hint="check that the tracking store is up and not locked") from None
         nb, src = notebook_path(self.namespace)
+        where = project_path(nb, prj.root) if nb else None  # relative to the project's root when inside it
         tags = {'mlnb.pid': str(os.getpid()), 'mlnb.host': socket.gethostname(), 'mlflow.user': _user(),
-                'mlflow.source.type': 'NOTEBOOK' if nb else 'LOCAL', 'mlflow.source.name': str(nb or (sys.argv[0] if sys.argv else ''))}
-        if nb: tags.update({'mlnb.notebook': str(nb), 'mlnb.notebook.source': src})
+                'mlflow.source.type': 'NOTEBOOK' if nb else 'LOCAL', 'mlflow.source.name': where or (sys.argv[0] if sys.argv else '')}
+        if nb: tags.update({'mlnb.notebook': where, 'mlnb.notebook.source': src})
+        if src == 'env' and os.environ.get('MLNB_NOTEBOOK_EXECUTED'):  # in a step's kernel: its executed copy, kept by the step's run
+            tags['mlnb.notebook.executed'] = os.environ['MLNB_NOTEBOOK_EXECUTED']
         if self.parent is not None: tags['mlflow.parentRunId'] = self.parent.id
         elif self.nested is not False and os.environ.get('MLNB_PARENT_RUN_ID'):  # a run of another process (a pipeline's kernel)
             tags['mlflow.parentRunId'] = os.environ['MLNB_PARENT_RUN_ID']
