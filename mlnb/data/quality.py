@@ -312,7 +312,7 @@ def gate(df, # The DataFrame about to be trained on
     if no_gate:
         from mlnb.audit import record
         record('gate.skipped', prj, what=what, data=str(source) if source else None, reference=rel)
-        res = GateResult('skipped', f"the data quality gate was skipped on purpose (--no-gate); audited", rel)
+        res = GateResult('skipped', "the data quality gate was skipped on purpose (--no-gate); audited", rel)
     elif not ref.exists():
         ref.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(ref, profile(df, source=str(source) if source else None).to_json(), mode=0o644)

@@ -6,8 +6,8 @@ Docs: https://mlnb.github.io/mlnb/pipeline_report.html.md"""
 
 # %% ../../nbs/74_pipeline_report.ipynb #9a346466
 from __future__ import annotations
-import datetime as dt, html, json, os, resource, shutil, subprocess, sys, threading, time
-from dataclasses import dataclass, field, asdict
+import datetime as dt, html, shutil, subprocess, sys, threading, time
+from dataclasses import dataclass, field
 from pathlib import Path
 from ..core import emit, html_table
 from ..core.charts import PALETTE, Scale, line_chart, line, rect, svg, text
@@ -36,11 +36,17 @@ def gpu_utilization() -> list[float]|None:
 
 def _cpu_s() -> float:
     "CPU-seconds (user + system) of this process and of its children that have ended."
+    try: import resource
+    except ImportError:  # Windows: psutil counts the same
+        import psutil; t = psutil.Process().cpu_times(); return t.user + t.system + t.children_user + t.children_system
     a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
 def _peak_mb() -> float:
     "The RSS high-water mark of this process or its largest ended child, in MB."
+    try: import resource
+    except ImportError:  # Windows: the peak working set
+        import psutil; m = psutil.Process().memory_info(); return getattr(m, 'peak_wset', m.rss) / 2**20
     k = 1 / 2**20 if sys.platform == 'darwin' else 1 / 1024  # ru_maxrss: bytes on macOS, KiB on Linux
     return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) * k
 

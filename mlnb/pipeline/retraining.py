@@ -6,7 +6,7 @@ Docs: https://mlnb.github.io/mlnb/pipeline_retraining.html.md"""
 
 # %% ../../nbs/75_pipeline_retraining.ipynb #20b79f16
 from __future__ import annotations
-import datetime as dt, json, os, shutil
+import datetime as dt, json, shutil
 from dataclasses import asdict
 from pathlib import Path
 from ..core import MlnbError, atomic_write, emit, read_data, verb
