@@ -23,6 +23,7 @@ class Setting:
     name: str  # Dotted: `section.key`, as in `mlnb.toml`; `MLNB_SECTION_KEY` overrides it
     default: Any  # The value when neither `mlnb.toml` nor the environment sets one; its type is the setting's type
     help: str  # One line, shown by `mlnb config` and written into a new `mlnb.toml`
+    also: tuple = ()  # Other types the value may have (a price: a number, or a table `{cpu=..., gpu=...}`)
     @property
     def section(self): return self.name.split('.', 1)[0]
     @property
@@ -37,10 +38,11 @@ SETTINGS: dict[str, Setting] = {}
 def setting(name:str, # Dotted name, `section.key`
             default:Any, # Default value; its type (str, int, float, bool, list) is enforced
             help:str, # One line, shown in `mlnb.toml` and `mlnb config`
+            also:tuple=(), # Other types also accepted, e.g. `(dict,)` (from the environment: JSON)
            ) -> Setting:
     "Declare a setting (idempotent per name)."
     if name.count('.') != 1: raise ValueError(f"setting names are `section.key`, got {name!r}")
-    SETTINGS[name] = s = Setting(name, default, help)
+    SETTINGS[name] = s = Setting(name, default, help, tuple(also))
     return s
 
 # %% ../nbs/07_config.ipynb #bc8ed411
@@ -94,11 +96,15 @@ def _check_type(s:Setting, v:Any, where):
     t = s.type
     if t is float and isinstance(v, int) and not isinstance(v, bool): return float(v)
     if isinstance(v, t) and not (t is int and isinstance(v, bool)): return v
+    if s.also and isinstance(v, s.also): return v
     raise ConfigError(f"{where()}: '{s.name}' must be {t.__name__}, got {type(v).__name__} {v!r}",
                       hint=f"the default is {s.default!r}")
 
 def _from_env(s:Setting, raw:str):
     t, where = s.type, f"environment variable {s.env}"
+    if s.also and raw.strip()[:1] in '{[' and raw.strip():  # a table or a list, as JSON
+        try: return _check_type(s, json.loads(raw), lambda: where)
+        except ValueError: raise ConfigError(f"{where}={raw!r} is not valid JSON", hint=f"e.g. {s.env}='{{\"cpu\": 0.05}}'") from None
     try:
         if t is bool:
             if raw.lower() in ('1','true','yes','on'): return True

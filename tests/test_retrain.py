@@ -36,6 +36,7 @@ def test_retrain_loop(tproject):
     runs_before = len(list((root/'.mlnb'/'runs').glob('*-train.ipynb')))
     r = mlnb('retrain', 'classifier', '--data', 'bad.csv')
     assert r.returncode == 1 and 'quality gate' in r.stderr and 'mean_radius' in r.stderr
+    assert 'Traceback' not in r.stderr and '--no-gate' in r.stderr  # one line and a hint (issue 19, point 9)
     assert len(list((root/'.mlnb'/'runs').glob('*-train.ipynb'))) == runs_before and champion(root) == 1
     assert pd.read_csv(root/'data'/'raw.csv').shape == raw.shape  # the raw table was not replaced
     # a better challenger (C back to 1.0) is promoted, and the report says so
@@ -46,6 +47,18 @@ def test_retrain_loop(tproject):
     assert 'retrain classifier: promoted' in r.stdout and champion(root) == 2
     report = Path(r.stdout.strip().splitlines()[-1].split()[-1])
     assert report.exists() and 'promoted' in report.read_text()
+    # the report people read (issue 19, point 8): champion vs challenger (table and chart), the rule, the gate, the cost
+    page, md = report.read_text(), report.with_suffix('.md').read_text()
+    for s in ("<meta charset='utf-8'>", 'mlnb-compare', 'champion v1', 'challenger v2', 'by at least', 'Data quality gate',
+              'passed the quality gate', 'CPU-s', 'peak memory', 'not estimated: set retrain.price_per_hour', 'mlnb-cost-trend'):
+        assert s in page, s
+    assert '## Champion vs challenger' in md and '| challenger v2 |' in md and '## Cost' in md
+    from mlflow import MlflowClient
+    c = MlflowClient(f"sqlite:///{root}/.mlnb/mlflow.db")
+    runs = c.search_runs([e.experiment_id for e in c.search_experiments()], "tags.`mlnb.retrain` = 'classifier'", order_by=['attributes.start_time DESC'])
+    assert len(runs) == 2 and runs[0].data.tags['mlnb.retrain.decision'] == 'promoted' and runs[1].data.tags['mlnb.retrain.decision'] == 'refused-data'
+    assert runs[0].data.metrics['cost/cpu_s'] > 0 and runs[0].data.metrics['cost/wall_s'] > 0 and 'cost/money' not in runs[0].data.metrics
+    assert {a.path for a in c.list_artifacts(runs[0].info.run_id, 'report')} == {f"report/{report.name}", f"report/{report.with_suffix('.md').name}"}
     # a worse one is registered as challenger but the champion stays
     (root/'params.yaml').write_text(params.replace('C: 1.0', 'C: 0.0001'))
     r = mlnb('retrain', 'classifier')
@@ -54,6 +67,12 @@ def test_retrain_loop(tproject):
     # nothing changed: no new version
     r = mlnb('retrain', 'classifier')
     assert r.returncode == 0 and 'retrain classifier: unchanged' in r.stdout
+    # --no-gate: explicit, audited, tagged on the run
+    r = mlnb('retrain', 'classifier', '--no-gate')
+    assert r.returncode == 0 and 'retrain classifier: unchanged' in r.stdout
+    assert 'gate.skipped' in audit_actions(root)
+    runs = c.search_runs([e.experiment_id for e in c.search_experiments()], "tags.`mlnb.retrain` = 'classifier'", order_by=['attributes.start_time DESC'], max_results=1)
+    assert runs[0].data.tags['mlnb.gate'] == 'skipped'
     # a winner with --require-approval waits for a person
     (root/'params.yaml').write_text(params.replace('C: 1.0', 'C: 3.0'))
     r = mlnb('retrain', 'classifier', '--require-approval')

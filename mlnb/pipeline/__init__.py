@@ -1,4 +1,4 @@
-"""Notebooks as steps: papermill steps (steps), DVC stages and `mlnb run` (dag), project templates (templates), the scheduler (schedule), gated retrains (retraining) and the quickstart demo (demo).
+"""Notebooks as steps: papermill steps (steps), DVC stages and `mlnb run` (dag), project templates (templates), the scheduler (schedule), the retrain report and its cost (report), gated retrains (retraining) and the quickstart demo (demo).
 
 Docs: https://mlnb.github.io/mlnb/pipeline.html.md"""
 
@@ -12,7 +12,8 @@ from .steps import *
 from .dag import *
 from .templates import *
 from .schedule import *
+from .report import *
 from .retraining import *
 from .demo import *
-from . import steps, dag, templates, schedule, retraining, demo
-__all__ = [n for m in (steps, dag, templates, schedule, retraining, demo,) for n in m.__all__]  # the package's public names: its modules'
+from . import steps, dag, templates, schedule, report, retraining, demo
+__all__ = [n for m in (steps, dag, templates, schedule, report, retraining, demo,) for n in m.__all__]  # the package's public names: its modules'

@@ -6,18 +6,19 @@ Docs: https://mlnb.github.io/mlnb/pipeline_retraining.html.md"""
 
 # %% ../../nbs/75_pipeline_retraining.ipynb #20b79f16
 from __future__ import annotations
-import datetime as dt, html, json, os, shutil, time
-from dataclasses import dataclass, field
+import datetime as dt, json, shutil
+from dataclasses import asdict
 from pathlib import Path
-from ..core import MlnbError, atomic_write, emit, html_table, read_data, verb
+from ..core import MlnbError, atomic_write, emit, read_data, verb
 from ..config import Project, find_project, setting
+from .report import CostClock, RetrainReport, past_costs
 
 # %% auto #0
-__all__ = ['RetrainError', 'RetrainReport', 'retrain', 'pending', 'approve']
+__all__ = ['RetrainError', 'retrain', 'pending', 'approve']
 
 # %% ../../nbs/75_pipeline_retraining.ipynb #aba90de7
 setting("retrain.data", "data/raw.csv", "The raw table the pipeline reads; `mlnb retrain --data FILE` puts new data there")
-setting("retrain.reference", "data/reference-profile.json", "The data profile new data must pass (quality gate) before retraining")
+setting("retrain.reference", "data/reference-profile.json", "The data profile new data must pass (quality gate) before retraining; the first retrain records it when missing")
 setting("retrain.label", "target", "The label column of the raw table")
 setting("retrain.holdout", "data/prepared/holdout.csv", "The fresh holdout challenger and champion are compared on")
 setting("retrain.registered", "outputs/registered.json", "Where the pipeline's register step writes {name, version}")
@@ -26,44 +27,19 @@ setting("retrain.train_on", "data/prepared/train.csv", "The training table, the 
 class RetrainError(MlnbError):
     "Retraining could not run or was stopped."
 
-@dataclass
-class RetrainReport:
-    "What a retrain did: its `decision`, the steps with their messages, the comparison and the cost."
-    name: str  # The registered model retrained
-    decision: str = 'started'  # promoted | kept | pending | refused-data | no-trigger | failed | unchanged
-    steps: list = field(default_factory=list)  # `{step, msg, time}` for each step taken, in order
-    comparison: dict|None = None  # Challenger vs champion on the holdout: versions, metric, scores, `wins`
-    version: int|None = None  # The challenger's registered version (None: the pipeline registered none)
-    seconds: float = 0.0  # Wall time of the whole retrain
-    path: Path|None = None  # The HTML report written under `.mlnb/reports/`
-    def add(self, step, msg, **data):
-        self.steps.append(dict(step=step, msg=msg, time=dt.datetime.now().isoformat(timespec='seconds')))
-        emit(f'retrain.{step}', msg=msg, model=self.name, **data)
-    def __str__(self):
-        return '\n'.join([f"retrain {self.name}: {self.decision} ({self.seconds:.1f}s)"] + [f"  {s['step']:<10} {s['msg']}" for s in self.steps]
-                         + ([f"  report     {self.path}"] if self.path else []))
-    def _repr_html_(self):
-        cmp = html_table([self.comparison], caption="challenger vs champion") if self.comparison else ""
-        return html_table(self.steps, ['time', 'step', 'msg'], caption=f"retrain {self.name}: {self.decision} in {self.seconds:.1f}s") + cmp
-    def html(self) -> str:
-        "A standalone HTML page of the report."
-        return (f"<!doctype html><html><head><meta charset='utf-8'><title>retrain {html.escape(self.name)}</title>"
-                f"<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 8px;text-align:left}}</style></head>"
-                f"<body><h1>retrain {html.escape(self.name)}: {html.escape(self.decision)}</h1>{self._repr_html_()}</body></html>")
-
 # %% ../../nbs/75_pipeline_retraining.ipynb #cf751c27
-def _drifted(prj:Project, name:str) -> tuple[bool, str]:
-    "Has the data served for `name` drifted from the training table?"
+def _drifted(prj:Project, name:str) -> tuple[bool, str, dict|None]:
+    "Has the data served for `name` drifted from the training table? With why, and the drift (`DriftResult.to_dict()`) when tested."
     from mlnb.monitor.datadrift import drift
     from mlnb.track.predictions import served_log
     served = served_log(name, project=prj)
-    if served is None or len(served) == 0: return False, "no served predictions yet"
+    if served is None or len(served) == 0: return False, "no served predictions yet", None
     ref = prj.path(prj.settings['retrain.train_on'])
     train = read_data(ref, 'the training table', root=prj.root).drop(columns=[prj.settings['retrain.label']], errors='ignore')
     cols = [c for c in train.columns if c in served.columns]
-    if not cols: return False, "the serving log has none of the training columns"
+    if not cols: return False, "the serving log has none of the training columns", None
     res = drift(train[cols], served[cols])
-    return res.dataset_drift, f"drift share {res.share:.2f} ({len(res.drifted)} of {len(cols)} columns)"
+    return res.dataset_drift, f"drift share {res.share:.2f} ({len(res.drifted)} of {len(cols)} columns)", res.to_dict()
 
 def retrain(name:str, # The registered model to retrain
             *,
@@ -71,31 +47,59 @@ def retrain(name:str, # The registered model to retrain
             require_approval:bool=False, # Leave a winning challenger pending a person's approval
             if_drift:bool=False, # Only when the served data drifted from the training data
             if_new_data:bool=False, # Only when the raw table changed since its last version
+            no_gate:bool=False, # Skip the data quality gate on purpose (audited; the run is tagged `mlnb.gate=skipped`)
             project=None, # The project (default: the one at or above the current folder)
            ) -> RetrainReport:
-    "Gate the data, rerun the pipeline, and promote the challenger only if it beats the champion."
+    "Gate the data, rerun the pipeline, and promote the challenger only if it beats the champion; report what it cost."
     from mlnb.audit import record
     prj = find_project(project)
-    st, t0 = prj.settings, time.perf_counter()
-    rep = RetrainReport(name)
-    record('retrain.start', prj, model=name, data=str(data) if data else None, require_approval=require_approval)
+    st = prj.settings
+    rep = RetrainReport(name, trigger='drift' if if_drift else 'new data' if if_new_data else 'schedule')
+    clock = CostClock().start()
+    record('retrain.start', prj, model=name, data=str(data) if data else None, require_approval=require_approval, no_gate=no_gate)
+    run, err = _open_run(prj, name), None
+    rep.run_id = run.id if run is not None else None
     try:
-        _retrain(prj, st, rep, data, require_approval, if_drift, if_new_data)
+        _retrain(prj, st, rep, data, require_approval, if_drift, if_new_data, no_gate)
     except BaseException as e:
+        err = e
         if rep.decision == 'started': rep.decision = 'failed'
         rep.add('failed', f"{type(e).__name__}: {e}")
         raise
     finally:
-        rep.seconds = time.perf_counter() - t0
-        record(f'retrain.{rep.decision}', prj, model=name, version=rep.version, seconds=round(rep.seconds, 3),
-               device_hours=round(rep.seconds / 3600, 6), comparison=rep.comparison)
+        rep.cost = cost = clock.stop(st['retrain.price_per_hour'])
+        rep.seconds = cost.wall_s
+        record(f'retrain.{rep.decision}', prj, model=name, version=rep.version, seconds=round(rep.seconds, 3), device_hours=round(rep.seconds / 3600, 6),
+               cpu_s=round(cost.cpu_s, 3), gpu_s=round(cost.gpu_s, 3), peak_rss_mb=round(cost.peak_rss_mb, 1), money=cost.money, comparison=rep.comparison)
+        now = dict(date=dt.datetime.now().isoformat(sep=' ', timespec='minutes'), run=(rep.run_id or '')[:8], decision=rep.decision)
+        rep.trend = past_costs(prj, name, exclude=rep.run_id) + [now | {k[5:]: v for k, v in cost.metrics().items()}]
         rep.path = prj.dir/'reports'/f"retrain-{name}-{dt.datetime.now():%Y%m%d-%H%M%S}.html"
         rep.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(rep.path, rep.html())
+        atomic_write(rep.path, rep.html(), mode=0o644)
+        atomic_write(rep.path.with_suffix('.md'), rep.markdown(), mode=0o644)
+        _close_run(run, rep, err)
         emit('retrain.done', msg=f"{rep.decision} in {rep.seconds:.1f}s; report {rep.path}", model=name)
     return rep
 
-def _retrain(prj, st, rep, data, require_approval, if_drift, if_new_data):
+def _open_run(prj, name):
+    "The retrain's own run (tagged `mlnb.retrain`): the pipeline's runs nest in it; None when the store cannot open one."
+    from mlnb.track.tracking import Run
+    try: return Run(name=f"retrain {name}", tags={'mlnb.retrain': name}, project=prj).start()
+    except MlnbError as e: emit('retrain.warning', msg=f"no run for this retrain: {e}"); return None
+
+def _close_run(run, rep, err):
+    "Log the cost as `cost/...` metrics, the decision and the gate as tags, the report (HTML, Markdown) as artifacts; end the run."
+    if run is None: return
+    try:
+        run.log(rep.cost.metrics())
+        run.set_tags({'mlnb.retrain.decision': rep.decision, 'mlnb.gate': (rep.gate or {}).get('status', 'not run'),
+                      **({'mlnb.retrain.version': str(rep.version)} if rep.version is not None else {})})
+        run.log_artifact(rep.path, 'report'); run.log_artifact(rep.path.with_suffix('.md'), 'report')
+    except MlnbError as e: emit('retrain.warning', msg=f"the retrain's run is incomplete: {e}")
+    finally:
+        run.end('FINISHED' if err is None else 'KILLED' if isinstance(err, KeyboardInterrupt) else 'FAILED', exc=err if isinstance(err, Exception) else None)
+
+def _retrain(prj, st, rep, data, require_approval, if_drift, if_new_data, no_gate):
     from mlnb.data import quality
     raw = prj.path(st['retrain.data'])
     if data is not None:
@@ -103,19 +107,20 @@ def _retrain(prj, st, rep, data, require_approval, if_drift, if_new_data):
         if not src.is_file(): raise RetrainError(f"no data file at {src}", hint="give the path of the new raw table")
         rep.add('data', f"new data {src} -> {st['retrain.data']}")
     if if_drift:
-        drifted, why = _drifted(prj, rep.name)
+        drifted, why, rep.drift = _drifted(prj, rep.name)
         if not drifted: rep.decision = 'no-trigger'; rep.add('trigger', f"no drift in served data: {why}"); return
         rep.add('trigger', f"served data drifted: {why}")
     # the data gate, on the new table before it replaces anything
     table = src if data is not None else raw
     if not table.exists(): raise RetrainError(f"no raw table at {table}", hint="set retrain.data in mlnb.toml")
     df = read_data(table, 'the raw table', root=prj.root)
-    ref = prj.path(st['retrain.reference'])
-    if ref.exists():
-        try: found = quality.require_clean(df, against=quality.Profile.from_json(ref.read_text()), label=st['retrain.label'])
-        except quality.QualityError as e:
-            rep.decision = 'refused-data'; rep.add('gate', str(e)); raise
-        rep.add('gate', f"data passed the quality gate ({len(found)} warning(s))")
+    try: g = quality.gate(df, st['retrain.reference'], project=prj, label=st['retrain.label'], no_gate=no_gate,
+                         source=str(data) if data is not None else st['retrain.data'], what='retrain')
+    except quality.QualityError as e:
+        rep.decision = 'refused-data'
+        rep.gate = dict(status='failed', msg=str(e), findings=[asdict(f) for f in (e.findings or [])])
+        rep.add('gate', str(e)); raise
+    rep.gate = g.to_dict(); rep.add('gate', g.msg)
     if data is not None: shutil.copyfile(src, raw)
     from mlnb.data import versions as mdata
     if if_new_data and data is None and not _changed(prj, raw):
@@ -137,7 +142,8 @@ def _retrain(prj, st, rep, data, require_approval, if_drift, if_new_data):
     holdout = prj.path(st['retrain.holdout'])
     cmp = compare(rep.name, v, 'champion', holdout, project=prj)
     rep.comparison = dict(challenger=v, champion=cmp.incumbent, metric=cmp.metric, challenger_score=cmp.candidate_score,
-                          champion_score=cmp.incumbent_score, min_improvement=cmp.min_improvement, wins=cmp.wins)
+                          champion_score=cmp.incumbent_score, min_improvement=cmp.min_improvement, higher_is_better=cmp.higher_is_better,
+                          wins=cmp.wins, holdout=st['retrain.holdout'])
     if not cmp.wins:
         rep.decision = 'kept'; rep.add('decision', f"champion kept: {cmp.summary()}"); return
     if require_approval:

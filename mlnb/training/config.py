@@ -124,6 +124,7 @@ class TrainConfig:
     params: dict = field(default_factory=dict)  # Bound: what the run logs as its params
     key: str|None = None  # Bound: the call's `call_key`, which names its checkpoint
     checkpoint_path: str|None = None  # Bound: this call's checkpoint file
+    tags: dict = field(default_factory=dict)  # Tags the run gets besides its own (the data gate's result: `mlnb.gate`)
     early: dict|None = field(default=None, init=False)  # `early_stopping` as a rule (`early_rule`), or None
 
     def __post_init__(self):

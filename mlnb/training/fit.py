@@ -178,7 +178,7 @@ class Loop:
         if ck: log.replay(ck.get('metric_history', {}))
         else:
             log.params(**cfg.params, total_steps=self.total, device=self.dev, precision=cfg.precision_used, processes=self.acc.num_processes)
-            log.tags(**{'mlnb.checkpoint': str(cfg.checkpoint_path), 'mlnb.model_class': type(self.raw).__name__})
+            log.tags(**{'mlnb.checkpoint': str(cfg.checkpoint_path), 'mlnb.model_class': type(self.raw).__name__}, **cfg.tags)
         return log
 
     def run(self) -> Loop:

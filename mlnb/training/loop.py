@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Literal
 from ..core import MlnbUsageError, emit, events, is_table_ref, need, read_data, verb
 from ..track.logger import tune_malloc  # light (no MLflow): declares `perf.malloc_tuning` before a project's settings are read
+from ..data.quality import gate, reference_for
 from .data import TrainError, as_dataset, as_xy, data_length, val_split
 from .metrics import evaluate, model_kind
 from .runs import RunLog, TrainResult, estimator_config, estimator_params, log_trained_model
@@ -66,6 +67,7 @@ def _train_sklearn(model, data, val, target, project, cfg:TrainConfig) -> TrainR
         ps = estimator_params(model)  # the class and what the user set; every param is in the JSON artifact
         log.params(**split, **{(f"estimator.{k}" if k in split else k): v for k, v in ps.items()})
         log.json('estimator_params.json', estimator_config(model))
+        if cfg.tags: log.tags(**cfg.tags)
     emit('train.start', epochs=1, total=1, step=0, device='cpu', precision='fp32', run_id=log.run_id if log else None,
          msg=f"fitting {type(model).__name__} on {len(X)} rows" + (f", validating on {split['n_val']}" if Xv is not None else ""))
     t = time.perf_counter()
@@ -127,6 +129,7 @@ def train(model, # A torch `nn.Module`, a Hugging Face sequence classifier (or i
           workers:int|None=None, # DataLoader workers for Datasets (default: several on CUDA, none on CPU)
           eval_batch_size:int|None=None, # Batch size for validation
           gpu_data_bytes:int=2**30, # In-memory tensor data up to this size is moved to the GPU once, up front
+          no_gate:bool=False, # Skip the data quality gate on a table file on purpose (audited; the run is tagged `mlnb.gate=skipped`)
          ) -> TrainResult:
     "Train `model` on `data` with checkpoints, resume, mixed precision, tracking and progress events."
     from mlnb.config import find_project
@@ -135,7 +138,11 @@ def train(model, # A torch `nn.Module`, a Hugging Face sequence classifier (or i
                          loss=loss, metrics=metrics, precision=precision, compile=compile, clip=clip, early_stopping=early_stopping,
                          checkpoint_every=checkpoint_every, resume=resume, devices=devices, seed=seed, gpus=gpus, experiment=experiment,
                          name=name, track=track, log_model=log_model, workers=workers, eval_batch_size=eval_batch_size, gpu_data_bytes=gpu_data_bytes)
+    source = data if isinstance(data, (str, Path)) and is_table_ref(data) else None
     data, val = read_data(data, 'training data'), read_data(val, 'validation data')
+    if source is not None and hasattr(data, 'columns'):  # a table file: the data gate, before anything is fit
+        g = gate(data, reference_for(project, source), project=project, label=target, no_gate=no_gate, source=str(source), what='train')
+        cfg.tags = g.tags()
     if isinstance(val, (int, float)) and not isinstance(val, bool):  # a fraction (`--val 0` parses as the int 0)
         if not 0 <= val < 1: raise TrainError(f"val={val} is not a fraction of the data", hint="pass a fraction like 0.2, 0 for no validation, or validation data")
         val = float(val)
