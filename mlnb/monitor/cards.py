@@ -234,13 +234,23 @@ def gather(run_or_version, # A run id or `Run`, a `ModelVersion`, 'name/version'
                 (d['metric'], d['score']), = gate.items()
     ev = gather_evidence(client, run_id, model, version)
     ref = (f"{model}@{aliases[0]}" if aliases else f"{model}/{version}") if model else run_id
-    hold = prj.settings.get('registry.holdout') or prj.settings.get('retrain.holdout') or 'DATA'
+    hold = next((h for h in (prj.settings.get('registry.holdout'), prj.settings.get('retrain.holdout')) if h and prj.path(h).exists()), 'DATA')
     missing = {k: evidence_command(k, ref, hold, prj.settings.get('registry.target', 'target')) for k, e in ev.items() if e is None}
     drift, fair, imp = ((ev[k] or {}).get('text') for k in ('drift', 'fairness', 'explain'))
     shap = None
     if imp:
         import csv, io
         shap = [dict(feature=row['feature'], mean_abs_shap=float(row['mean_abs_shap'])) for row in csv.DictReader(io.StringIO(imp))][:10]
+    from mlnb.core.charts import hbars
+    charts = {}
+    if shap:
+        top = max(f['mean_abs_shap'] for f in shap) or 1.0
+        charts['Top SHAP features'] = hbars({f['feature']: f['mean_abs_shap'] / top for f in shap}, w=480, label_w=170,
+                                            title='mean |SHAP|, relative to the top feature')
+    fj = json.loads(fair) if fair else None
+    if fj and fj.get('groups'):
+        charts['Fairness'] = hbars({str(g.get('group')): float(g.get('selection_rate') or 0) for g in fj['groups']}, w=480, label_w=170,
+                                   title=f"selection rate by {fj.get('sensitive', 'group')}")
     title = (f"{model} version {version}" + ''.join(f" @{a}" for a in aliases)) if model else (r.info.run_name or run_id)
     return dict(title=title, project=prj, client=client, model=model, version=version, alias=alias, aliases=aliases,
                 made=_now(), gate=gate, decisions=decisions,
@@ -248,7 +258,7 @@ def gather(run_or_version, # A run id or `Run`, a `ModelVersion`, 'name/version'
                          start=_ts(r.info.start_time), end=_ts(r.info.end_time), user=r.info.user_id),
                 params=dict(sorted(r.data.params.items())), metrics={k: Score.of(d) for k, d in mt['model'].items()}, slices=mt['slices'], curves=mt['curves'], system=mt['system'],
                 slice_metrics=sorted({m for ms in mt['slices'].values() for m in ms}), data=data, commit=tags.get('mlnb.git.commit'), lineage=lineage,
-                evidence={k: {kk: vv for kk, vv in e.items() if kk != 'text'} for k, e in ev.items() if e}, missing=missing,
+                evidence={k: {kk: vv for kk, vv in e.items() if kk != 'text'} for k, e in ev.items() if e}, missing=missing, charts=charts,
                 registry=registry, drift=json.loads(drift) if drift else None, fairness=json.loads(fair) if fair else None, shap=shap)
 
 # %% ../../nbs/56_monitor_cards.ipynb #7547119a
@@ -300,6 +310,16 @@ def _made_line(ctx) -> str:
             if ctx.get('model') else f"run {ctx.get('run', {}).get('id', '?')}")
     return f"Model card of {what}, made {ctx.get('made') or _now()} by mlnb from the tracking store."
 
+def _with_charts(body:str, charts:dict) -> str:
+    "The HTML card with each chart (inline SVG, `{section title: svg}`) after the first table of its section: the page needs nothing from outside."
+    for title, chart in charts.items():
+        i = body.find(f"<h2>{_html.escape(title)}</h2>")
+        j = body.find('</table>', i) if i >= 0 else -1
+        nxt = body.find('<h2>', i + 4) if i >= 0 else -1
+        if chart and j >= 0 and (nxt < 0 or j < nxt):
+            body = body[:j + len('</table>')] + f"\n<figure class='mlnb-card-chart'>{chart}</figure>" + body[j + len('</table>'):]
+    return body
+
 def render(context:dict, # From `gather`
            template:str|None=None, # Jinja template text (default: the project's `card.template` file, else `TEMPLATE`)
           ) -> tuple[str, str]:
@@ -316,7 +336,7 @@ def render(context:dict, # From `gather`
     except jinja2.TemplateError as e:
         raise CardError(f"the model card template does not render: {e}", hint="fix the template, or remove it to use the built-in one") from None
     mistune = need('mistune')
-    body = mistune.create_markdown(plugins=['table'])(md)
+    body = _with_charts(mistune.create_markdown(plugins=['table'])(md), context.get('charts') or {})
     return md, card_page(body, f"Model card: {context.get('title', '')}", _made_line(context))
 
 def card(run_or_version, # A run id or `Run`, a `ModelVersion`, 'name/version', 'models:/name/version' or 'name@alias'
