@@ -262,3 +262,52 @@ def test_widgets_in_browser(app, playwright_browser, tmp_path):
     if known: (ARTIFACTS/f'{app}_upstream_errors.txt').write_text('\n\n'.join(known))
     errors = [e for e in errors if e not in known]
     assert not errors, "browser console errors:\n" + '\n'.join(errors)
+
+
+def test_model_card_in_browser(playwright_browser, project):
+    """The champion's card file (issue 19, point 11) opened in the real browser from disk: it names the model, version and
+    alias, its text is legible (>= 12px, contrast), and its charts (inline SVG: SHAP, fairness) are drawn, with nothing
+    fetched from outside. A screenshot goes to tests/artifacts/card.png."""
+    pytest.importorskip('sklearn'); pytest.importorskip('shap'); pytest.importorskip('mistune')
+    import mlflow, numpy as np, pandas as pd
+    from mlflow.models import infer_signature
+    from mlflow.tracking import MlflowClient
+    from sklearn.linear_model import LogisticRegression
+    import mlnb
+    from mlnb.monitor.explanations import explain, fairness
+    prj = project
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({'a': rng.normal(size=120), 'b': rng.normal(size=120)}); y = (X.a > 0).astype(int)
+    mlflow.set_tracking_uri(prj.tracking_uri)
+    exp_id = MlflowClient(prj.tracking_uri).create_experiment('browser-card')  # by id: no experiment stays set
+    with mlflow.start_run(experiment_id=exp_id):
+        m = LogisticRegression().fit(X, y); mlflow.log_metric('val_accuracy', m.score(X, y))
+        info = mlflow.sklearn.log_model(m, name='model', signature=infer_signature(X, m.predict(X)), pip_requirements=['scikit-learn'])
+    mv = mlnb.register(info, 'churn', project=prj)
+    mlnb.promote('churn', mv.version, gate=False, project=prj)
+    explain('churn@champion', X, n_background=20, rows=10, project=prj)
+    fairness('churn@champion', X.assign(target=y, group=np.where(X.b > 0, 'hi', 'lo')), sensitive='group', target='target', project=prj)
+    from mlnb.monitor.cards import card, card_files
+    files = card_files(card('churn@champion', project=prj), project=prj)
+    f = prj.dir/'cards'/'churn.html'
+    assert f in files
+    page = playwright_browser.new_page(viewport={'width': 1200, 'height': 900})
+    outside = []
+    page.on('request', lambda r: outside.append(r.url) if not r.url.startswith(('file:', 'data:', 'about:')) else None)
+    try:
+        page.goto(f.as_uri()); page.wait_for_load_state('load')
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS/'card.png'), full_page=True)
+        assert (ARTIFACTS/'card.png').stat().st_size > 10_000
+        txt = page.inner_text('body')
+        assert f"Model card: churn version {mv.version} @champion" in txt and '@champion' in txt, txt[:500]
+        assert page.title().startswith(f"Model card: churn version {mv.version}")
+        sizes = page.evaluate("""() => [...document.querySelectorAll('h1, h2, h3, p, td, th, li')]
+            .filter(e => e.innerText.trim()).map(e => [e.tagName, parseFloat(getComputedStyle(e).fontSize)])""")
+        assert sizes and min(s for _, s in sizes) >= 12, sorted(sizes, key=lambda x: x[1])[:5]
+        _readable(page.locator('.mlnb-card'), 'model card')
+        charts = page.evaluate("""() => [...document.querySelectorAll('figure.mlnb-card-chart svg')].map(s => {
+            const r = s.getBoundingClientRect(); return [r.width, r.height, s.querySelectorAll('rect').length]; })""")
+        assert len(charts) == 2 and all(w > 100 and h > 20 and n >= 2 for w, h, n in charts), charts  # SHAP and fairness bars
+        assert not outside, outside  # readable offline: nothing fetched
+    finally: page.close()

@@ -136,3 +136,148 @@ def test_approve_remakes_the_card(two_versions):
     text = (prj.dir/'cards'/'churn.html').read_text()
     _says(text, v2, 'champion')
     assert any('promote' in r and 'approved by a person' in r for r in _rows(text)), _rows(text)
+
+
+# ---- issue 19, points 2, 5, 6 and the card's form (11): what the card says comes from the record
+
+def _client(prj):
+    from mlflow.tracking import MlflowClient
+    return MlflowClient(prj.tracking_uri, registry_uri=prj.tracking_uri)
+
+def _section(md, title):
+    "The text of the card's Markdown section `## title` (up to the next `## `)."
+    return md.split(f"## {title}\n", 1)[1].split('\n## ', 1)[0]
+
+
+def test_training_data_comes_from_the_lineage(two_versions):
+    "Point 2: DVC md5, size, rows and columns of each input and the git commit, never 'No data versions' when the lineage holds DVC hashes."
+    import hashlib, json
+    from mlflow.entities import Dataset, DatasetInput
+    from mlnb.monitor.cards import card
+    from mlnb.track.lineage import dataset_input
+    prj, _, v1, v2 = two_versions
+    raw = prj.root/'data'/'raw.csv'
+    raw.parent.mkdir(exist_ok=True); raw.write_text("a,b,target\n" + ''.join(f"{i},{i*2},{i%2}\n" for i in range(25)))
+    md5 = hashlib.md5(raw.read_bytes()).hexdigest()
+    (prj.root/'data'/'raw.csv.dvc').write_text(f"outs:\n- md5: {md5}\n  size: {raw.stat().st_size}\n  hash: md5\n  path: raw.csv\n")
+    c = _client(prj)
+    rid = c.get_model_version('churn', str(v2)).run_id
+    c.set_tag(rid, 'mlnb.dvc.data/raw.csv', md5); c.set_tag(rid, 'mlnb.git.commit', 'abc123def4567890')
+    d = dataset_input('data/holdout.csv', rev='v3', md5='feedbeef', rows=40, commit='0123456789ab', columns={'a': 'float64', 'b': 'int64'})
+    c.log_inputs(rid, datasets=[DatasetInput(Dataset(d['name'], d['digest'], d['source_type'], d['source'], d['schema'], d['profile']))])
+    md = card(f"churn/{v2}", project=prj, log=False).markdown
+    sec = _section(md, 'Training data')
+    assert 'No data versions' not in sec, sec
+    rows = {r.split('|')[1].strip(): [x.strip() for x in r.split('|')[2:-1]] for r in sec.splitlines() if r.startswith('| `')}
+    assert rows['`data/raw.csv`'][:5] == [f"`{md5}`", str(raw.stat().st_size), '25', '3', 'dvc add (data/raw.csv.dvc)'], rows
+    assert rows['`data/raw.csv`'][-1] == 'abc123def456'  # the run's git commit
+    assert rows['`data/holdout.csv`'][0] == '`feedbeef`' and rows['`data/holdout.csv`'][2:4] == ['40', '2'], rows
+    assert rows['`data/holdout.csv`'][-2:] == ['v3', '0123456789ab'], rows
+    assert 'git commit `abc123def4567890`' in sec
+    # a run that recorded nothing says so, naming what would have filled the section
+    assert 'No data versions were recorded' in _section(card(f"churn/{v1}", project=prj, log=False).markdown, 'Training data')
+
+
+def test_metrics_are_grouped_in_the_card_and_the_registry(project, mlnb_cli):
+    "Point 5: model quality (with its split), training curves and system metrics apart; `mlnb registry` shows model metrics unless asked."
+    import mlflow, numpy as np, pandas as pd
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LogisticRegression
+    import mlnb
+    from mlnb.monitor.cards import card
+    from mlnb.track.metrics import metric_group
+    prj = project
+    X = pd.DataFrame({'a': np.arange(40.0), 'b': np.arange(40.0) % 7}); y = (X.a > 20).astype(int)
+    mlflow.set_tracking_uri(prj.tracking_uri)
+    c = _client(prj)
+    exp_id = c.create_experiment('cards-metrics')
+    with mlflow.start_run(experiment_id=exp_id):
+        m = LogisticRegression().fit(X, y)
+        mlflow.log_metrics({'val_accuracy': 0.91, 'test_f1': 0.88, 'epoch': 9, 'samples_per_s': 5031.0, 'train_loss': 0.2,
+                            'system/cpu_percent': 42.0, 'accuracy/north': 0.7})
+        info = mlflow.sklearn.log_model(m, name='model', signature=infer_signature(X, m.predict(X)), pip_requirements=['scikit-learn'])
+    mv = mlnb.register(info, 'grouped', project=prj)
+    assert [metric_group(k) for k in ('val_accuracy', 'epoch', 'samples_per_s', 'system/cpu_percent')] == ['model', 'curve', 'curve', 'system']
+    md = card(f"grouped/{mv.version}", project=prj, log=False).markdown
+    met = _section(md, 'Metrics')
+    quality = met.split('### Model quality', 1)[1].split('###', 1)[0]
+    curves = met.split('### Training curves', 1)[1].split('###', 1)[0]
+    system = met.split('### System', 1)[1]
+    assert '| val_accuracy | validation | 0.91 |' in quality and '| test_f1 | test | 0.88 |' in quality, quality
+    assert not any(k in quality for k in ('epoch', 'samples_per_s', 'train_loss', 'system/')), quality
+    assert '| epoch | 9 |' in curves and '| samples_per_s | 5031 |' in curves and '| train_loss | 0.2 |' in curves and 'system/' not in curves
+    assert '| system/cpu_percent | 42 |' in system and 'val_accuracy' not in system
+    assert '| north | 0.7 |' in met  # the slice of a model metric stays with the model's quality
+
+    r = mlnb_cli('registry', 'grouped', cwd=prj.root)
+    assert r.returncode == 0, r.stderr
+    assert 'val_accuracy=0.91' in r.stdout and 'test_f1=0.88' in r.stdout
+    assert not any(k in r.stdout for k in ('epoch', 'samples_per_s', 'system/', 'train_loss')), r.stdout
+    r = mlnb_cli('registry', 'grouped', '--metrics', 'system', cwd=prj.root)
+    assert r.returncode == 0 and 'system/cpu_percent=42' in r.stdout and 'val_accuracy' not in r.stdout, r.stdout + r.stderr
+    assert 'epoch=9' in mlnb_cli('registry', '--metrics', 'curve', cwd=prj.root).stdout
+    assert 'model' in mlnb_cli('registry', '--help', cwd=prj.root).stdout
+
+
+def test_the_card_gathers_evidence_made_for_its_version(two_versions):
+    "Point 6: drift and SHAP run for the model (in other runs) appear in its card with their dates and data; fairness, missing, says how to make it."
+    pytest.importorskip('shap')
+    import mlnb
+    from mlnb.monitor.cards import card
+    from mlnb.monitor.datadrift import drift
+    from mlnb.monitor.explanations import explain
+    prj, (X, y), v1, v2 = two_versions
+    mlnb.promote('churn', v2, gate=(X, y), project=prj)
+    t0 = _now().replace(microsecond=0)
+    drift(X, X * 2 + 1, model='churn@champion')
+    explain('churn@champion', X, n_background=20, rows=10, project=prj)
+    c = _client(prj)
+    train_run = c.get_model_version('churn', str(v2)).run_id
+    made = [r for r in c.search_runs([e.experiment_id for e in c.search_experiments()], f"tags.`mlnb.model.run` = '{train_run}'")]
+    assert {r.data.tags['mlnb.model.name'] for r in made} == {'churn'} and {r.data.tags['mlnb.model.version'] for r in made} == {str(v2)}
+    assert len(made) == 2 and all(r.info.run_id != train_run for r in made)  # evidence lives in runs of its own
+    crd = card('churn@champion', project=prj)
+    md = crd.markdown
+    for title, what in (('Drift', 'reference a DataFrame of 80 rows x 2 columns; current a DataFrame of 80 rows x 2 columns'),
+                        ('Top SHAP features', 'a DataFrame of 10 rows x 2 columns')):
+        sec = _section(md, title)
+        m = re.search(r"Computed (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC in run `([0-9a-f]{32})`", sec)
+        assert m, sec
+        when = datetime.datetime.strptime(m.group(1), '%Y-%m-%d %H:%M:%S').replace(tzinfo=datetime.timezone.utc)
+        assert t0 <= when <= _now() and m.group(2) in {r.info.run_id for r in made}
+        assert f"on {what}." in sec, sec
+        assert '| a |' in sec or '| b |' in sec  # the result itself
+    fair = _section(md, 'Fairness')
+    assert 'No fairness check was recorded for this model' in fair and '`mlnb fairness churn@champion ' in fair, fair
+    # the version of another model's evidence shows none: v1 has no evidence and says what would make each
+    md1 = card(f"churn/{v1}", project=prj, log=False).markdown
+    assert f"`mlnb drift " in _section(md1, 'Drift') and f"--model churn/{v1}`" in _section(md1, 'Drift')
+    assert f"`mlnb explain churn/{v1} " in _section(md1, 'Top SHAP features')
+
+    # the card, Markdown and HTML, is logged to the model version too
+    import pathlib, tempfile
+    tags = c.get_model_version('churn', str(v2)).tags
+    assert tags['mlnb.card'] == f"runs:/{train_run}/card/card.md" and tags['mlnb.card.html'] == f"runs:/{train_run}/card/card.html"
+    with tempfile.TemporaryDirectory() as d:
+        html = pathlib.Path(c.download_artifacts(train_run, 'card/card.html', d)).read_text()
+    assert html.startswith('<!doctype html>') and f"churn version {v2}" in html and 'Computed ' in html
+
+
+def test_explain_and_fairness_take_a_registered_model_on_the_command_line(two_versions, mlnb_cli):
+    "The commands a card suggests work as printed: `mlnb explain NAME@ALIAS DATA`, `mlnb fairness NAME@ALIAS DATA ...` record evidence for the version."
+    pytest.importorskip('shap')
+    import mlnb
+    prj, (X, y), v1, v2 = two_versions
+    mlnb.promote('churn', v2, gate=(X, y), project=prj)
+    X.assign(target=y, group=(X.b > 0).map({True: 'hi', False: 'lo'})).to_csv(prj.root/'hold.csv', index=False)
+    X.to_csv(prj.root/'feats.csv', index=False)
+    r = mlnb_cli('explain', 'churn@champion', 'feats.csv', '--rows', '5', '--background', '10', cwd=prj.root)
+    assert r.returncode == 0, r.stderr
+    r = mlnb_cli('fairness', 'churn@champion', 'hold.csv', '--sensitive', 'group', '--target', 'target', '--features', 'a', 'b', cwd=prj.root)
+    assert r.returncode == 0, r.stderr
+    from mlnb.monitor.cards import card
+    sec = _section(card('churn@champion', project=prj, log=False).markdown, 'Fairness')
+    assert re.search(r"Computed \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC in run `[0-9a-f]{32}` \(fairness churn v\d+\) on hold.csv\.", sec), sec
+    assert '| hi |' in sec and '| lo |' in sec
+    shap = _section(card('churn@champion', project=prj, log=False).markdown, 'Top SHAP features')
+    assert re.search(r"\(explain churn v\d+\) on feats.csv\.", shap), shap

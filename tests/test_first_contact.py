@@ -119,7 +119,7 @@ def test_readme_commands_and_notebook_as_written(tmp_path):
 
     out = ok(sh(blocks[0], clone, env, timeout=1500), f"README command 1 `{blocks[0].strip()}`")
     steps = [l.split('quickstart.step: ', 1)[1] for l in out.splitlines() if 'quickstart.step: ' in l]
-    for part in ('pipeline: ran 4 stage(s)', 'drift: ', 'explain: ', 'retrain: ', 'card: ', 'serve: POST'):
+    for part in ('pipeline: ran 4 stage(s)', 'drift: ', 'explain: ', 'fairness: ', 'retrain: ', 'card: ', 'serve: POST'):
         assert sum(s.startswith(part) for s in steps) == 1, (part, steps)
     assert "'prediction':" in [s for s in steps if s.startswith('serve:')][0]
     assert out.count('registry.gate') == 1 and out.count('init.done') == 1, out
@@ -134,6 +134,20 @@ def test_readme_commands_and_notebook_as_written(tmp_path):
     where = out.split('Where to look:', 1)[1].splitlines()[1:6]
     card = Path(where[1].split('#')[0].strip())
     assert f"classifier version {champ.version}" in card.read_text()  # the card of the champion as it is now
+    # issue 19: the card's data section lists the DVC md5 of each input; metrics are grouped; drift, SHAP and fairness
+    # evidence (other runs, made for the champion) appear with their dates
+    import re, yaml
+    page = card.read_text()
+    assert str(champ.version) == '2' and 'Model card: classifier version 2 @champion' in page
+    assert yaml.safe_load((qs/'data'/'raw.csv.dvc').read_text())['outs'][0]['md5'] in page
+    lock = yaml.safe_load((qs/'dvc.lock').read_text())['stages']['prepare']['outs'][0]
+    assert lock['md5'] in page and 'No data versions were recorded' not in page
+    for h in ('Model quality', 'Training curves (final values)', 'System (last sample)'): assert f"<h3>{h}</h3>" in page, h
+    quality = page.split('<h3>Model quality</h3>', 1)[1].split('<h3>', 1)[0]
+    assert 'val_accuracy' in quality and 'epoch' not in quality and 'system/' not in quality and 'samples_per_s' not in quality
+    for h in ('Fairness', 'Drift', 'Top SHAP features'):
+        sec = page.split(f"<h2>{h}</h2>", 1)[1].split('<h2>', 1)[0]
+        assert re.search(r"Computed \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC in run", sec), (h, sec[:400])
     reports, audit = [x.strip() for x in where[2].split('#')[0:2]], where[2].split(';', 1)[1].split('#')[0].strip()
     assert list(Path(reports[0]).glob('retrain-*.html'))
     ok(sh(audit, clone, env), audit)

@@ -71,7 +71,8 @@ def test_gate_promote_refuse_rollback_and_audit(reg):
     out = mlnb('registry', 'cancer', cwd=root).stdout
     rows = [l.split() for l in out.splitlines()[1:]]
     assert [row[1] for row in rows] == ['1', '2', '3'] and 'champion' in rows[2][2], out
-    assert 'train_acc=' in out and 'accuracy=' in out
+    assert 'accuracy=' in out and 'train_acc=' not in out  # model metrics only: train_acc is a training curve (issue 19, point 5)
+    assert 'train_acc=' in mlnb('registry', 'cancer', '--metrics', 'curve', cwd=root).stdout
     r = mlnb('rollback', 'cancer', cwd=root)
     assert r.returncode == 0 and 'version 1' in r.stdout, r.stderr
     assert champion(prj) == 1

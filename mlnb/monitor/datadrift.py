@@ -17,7 +17,7 @@ from .profiles import DriftInputError, check_frame, drift_profile, read_frame
 from .stattests import TEST_NAMES, aligned_counts, column_drift
 
 # %% auto #0
-__all__ = ['DriftAlert', 'DriftResult', 'log_to_run', 'drift', 'evidently_drift']
+__all__ = ['DriftAlert', 'DriftResult', 'log_to_run', 'data_label', 'drift', 'evidently_drift']
 
 # %% ../../nbs/53_monitor_datadrift.ipynb #7254b505
 setting("drift.share", 0.5, "Share of drifted columns at which the whole dataset drifts (Evidently's drift_share)")
@@ -107,18 +107,40 @@ def log_to_run(metrics:dict, # Metrics to log
                tags:dict, # Tags to set
                files:dict, # Artifact name -> bytes or str, written under `folder`
                folder:str, # Artifact folder in the run
+               model:str|None=None, # The model this is evidence for (`NAME@ALIAS`, `NAME/VERSION`, its run id): the run is tagged `mlnb.model.*`, and one is opened when none is
+               project=None, # The project (default: the one at the current folder), when `model` is given
               ) -> bool:
-    "Log to the active mlnb run, if one is open; returns whether it did."
-    import sys, tempfile
+    "Log to the active mlnb run, if one is open, or to a new run when `model` is given; returns whether it did."
+    import contextlib, sys, tempfile
     track = sys.modules.get('mlnb.track.tracking')  # a run can only be open when mlnb.track.tracking was imported
     run = track.active_run() if track is not None else None
-    if run is None: return False
-    run.log(metrics); run.set_tags(tags)
-    with tempfile.TemporaryDirectory() as d:
-        for name, data in files.items():
-            (Path(d)/name).write_bytes(data.encode() if isinstance(data, str) else data)
-        run.log_artifact(d, folder)
+    mtags = {}
+    if model is not None:
+        from mlnb.track.lineage import model_tags
+        mtags = model_tags(model, project=project)
+    if run is None and not mtags: return False
+    with contextlib.ExitStack() as stack:
+        if run is None:
+            from mlnb.track.tracking import run as open_run
+            what = f"{mtags['mlnb.model.name']} v{mtags['mlnb.model.version']}" if 'mlnb.model.name' in mtags else mtags['mlnb.model.run'][:8]
+            run = stack.enter_context(open_run(name=f"{folder} {what}", project=project))
+        run.log(metrics); run.set_tags({**tags, **mtags})
+        with tempfile.TemporaryDirectory() as d:
+            for name, data in files.items():
+                (Path(d)/name).write_bytes(data.encode() if isinstance(data, str) else data)
+            run.log_artifact(d, folder)
     return True
+
+def data_label(x, # What a check was given as data: a path, a `PATH@REV`, a DataFrame, a profile...
+              ) -> str:
+    "How a run names the data a check was computed on: the path or reference as given, else its kind and shape."
+    if isinstance(x, (str, Path)): return str(x)
+    src = (getattr(x, 'attrs', None) or {}).get('mlnb.source') if isinstance(getattr(x, 'attrs', None), dict) else None
+    if src: return str(src)
+    shape = getattr(x, 'shape', None)
+    if shape is not None and len(shape) == 2: return f"a {type(x).__name__} of {shape[0]} rows x {shape[1]} columns"
+    n = getattr(x, 'n_rows', None)
+    return f"a {type(x).__name__}" + (f" of {n} rows" if n is not None else "")
 
 def _as_list(x):
     if x is None: return None
@@ -134,6 +156,7 @@ def drift(reference, # The baseline: DataFrame, CSV/Parquet path, dataset versio
           p_threshold:float|None=None, # p-value threshold (default: setting `drift.p_threshold`)
           distance_threshold:float|None=None, # Distance threshold (default: setting `drift.distance_threshold`)
           cache:bool=True, # Cache the reference profile by its content hash
+          model:str|None=None, # The model this check is evidence for (`NAME@ALIAS`, `NAME/VERSION`, its run id): recorded in a run tagged with it, shown in its model card
          ) -> DriftResult:
     "Per-column data drift of `current` against `reference`, with Evidently's default tests and thresholds."
     st = settings()
@@ -188,8 +211,9 @@ def drift(reference, # The baseline: DataFrame, CSV/Parquet path, dataset versio
     res.alert = res.dataset_drift and bool(st['drift.alert'])
     emit('drift.done', msg=res.summary, share=res.share, drifted=res.drifted, dataset_drift=res.dataset_drift)
     import json
-    log_to_run({'drift_share': res.share, 'drift_columns': len(res.drifted)}, {'drift.dataset': 'yes' if res.dataset_drift else 'no'},
-               {'drift.json': json.dumps(res.to_dict(), default=str, indent=1)}, 'drift')
+    log_to_run({'drift_share': res.share, 'drift_columns': len(res.drifted)},
+               {'drift.dataset': 'yes' if res.dataset_drift else 'no', 'drift.reference': data_label(reference), 'drift.current': data_label(current)},
+               {'drift.json': json.dumps(res.to_dict(), default=str, indent=1)}, 'drift', model=model)
     if res.alert:
         emit('drift.alert', msg=f"dataset drift: {res.summary}", share=res.share, drifted=res.drifted)
         _log.warning("dataset drift: %s; drifted: %s", res.summary, ', '.join(res.drifted))

@@ -6,13 +6,14 @@ Docs: https://mlnb.github.io/mlnb/monitor_explanations.html.md"""
 
 # %% ../../nbs/54_monitor_explanations.ipynb #135b6a56
 from __future__ import annotations
-import base64, html, io
+import base64, html, io, re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from ..core import MlnbError, MlnbUsageError, emit, forms, html_table, is_table_ref, need, read_data, verb
 
 # %% auto #0
-__all__ = ['ExplainError', 'explainer_kind', 'Explanation', 'explain', 'FairnessError', 'FairnessResult', 'fairness']
+__all__ = ['ExplainError', 'explainer_kind', 'Explanation', 'registered_model', 'explain', 'FairnessError', 'FairnessResult',
+           'fairness']
 
 # %% ../../nbs/54_monitor_explanations.ipynb #f24f505f
 class ExplainError(MlnbError):
@@ -134,7 +135,22 @@ class Explanation:
         return f"<div>{html_table(rows, ['feature', 'mean_abs_shap'], caption=cap)}<div>{imgs}</div></div>"
 
 # %% ../../nbs/54_monitor_explanations.ipynb #3fbf7528
-def explain(model, # A fitted model (scikit-learn, XGBoost/LightGBM, torch, transformers pipeline) or a predict function
+def registered_model(ref:str, # A registered model version `NAME@ALIAS`, `NAME/VERSION` or `models:/...`, or a run id (its `model`)
+                     project=None, # The project whose tracking store holds it (default: the one at the current folder)
+                    ):
+    "The model a registry reference names, loaded (scikit-learn flavour when it has one, else pyfunc), and the `mlnb.model.*` tags of runs made for it."
+    import mlflow
+    from mlnb.config import find_project
+    from mlnb.track.lineage import model_tags
+    prj = find_project(project)
+    tags = model_tags(ref, project=prj)
+    uri = f"models:/{tags['mlnb.model.name']}/{tags['mlnb.model.version']}" if 'mlnb.model.name' in tags else f"runs:/{tags['mlnb.model.run']}/model"
+    if mlflow.get_tracking_uri() != prj.tracking_uri: mlflow.set_tracking_uri(prj.tracking_uri)
+    if mlflow.get_registry_uri() != prj.tracking_uri: mlflow.set_registry_uri(prj.tracking_uri)
+    try: return mlflow.sklearn.load_model(uri), tags
+    except Exception: return mlflow.pyfunc.load_model(uri), tags
+
+def explain(model, # A fitted model (scikit-learn, XGBoost/LightGBM, torch, transformers pipeline), a predict function, or a registered model (`NAME@ALIAS`, `NAME/VERSION`: the run is tagged with it)
             data, # The rows to explain (a DataFrame or array); also the source of the background
             *,
             n_background:int=100, # Background rows the explainer integrates over (sampled when data is bigger)
@@ -142,9 +158,12 @@ def explain(model, # A fitted model (scikit-learn, XGBoost/LightGBM, torch, tran
             rows:int|None=None, # Explain only the first `rows` rows
             explainer:Literal['tree', 'linear', 'deep', 'partition', 'permutation']|None=None, # Force one explainer (default: picked by the model's type)
             output:int|None=None, # Which output to plot for multi-output models (default: the last)
+            project=None, # The project whose registry holds `model` when it is named (default: the one at the current folder)
            ) -> Explanation:
     "SHAP values of `data` under `model`, with the explainer picked by the model's type."
     need('shap', extra='explain')
+    ref = model if isinstance(model, str) else None
+    if ref is not None: model, _ = registered_model(ref, project=project)
     import numpy as np
     if data is None or len(data) == 0: raise ExplainError("there are no rows to explain", hint="pass a DataFrame with rows")
     kind = explainer or explainer_kind(model)
@@ -174,11 +193,11 @@ def explain(model, # A fitted model (scikit-learn, XGBoost/LightGBM, torch, tran
         output = np.shape(e.values[0])[1] - 1  # text: tokens x outputs per row
     elif output is None and e.values.ndim == 3: output = e.values.shape[2] - 1
     res = Explanation(e, kind, type(model).__name__, output)
-    from mlnb.monitor.datadrift import log_to_run
+    from mlnb.monitor.datadrift import data_label, log_to_run
     import sys
-    if sys.modules.get('mlnb.track.tracking') and sys.modules['mlnb.track.tracking'].active_run() is not None:
-        log_to_run({}, {'explain.explainer': kind}, {'importance.csv': res.importance.to_csv(index=False),
-                   'shap_bar.png': res.png('bar'), 'shap_beeswarm.png': res.png('beeswarm')}, 'explain')
+    if ref is not None or (sys.modules.get('mlnb.track.tracking') and sys.modules['mlnb.track.tracking'].active_run() is not None):
+        log_to_run({}, {'explain.explainer': kind, 'explain.data': data_label(x)}, {'importance.csv': res.importance.to_csv(index=False),
+                   'shap_bar.png': res.png('bar'), 'shap_beeswarm.png': res.png('beeswarm')}, 'explain', model=ref, project=project)
     emit('explain.done', msg=f"{kind} explainer: top feature {res.importance.feature.iloc[0]}", explainer=kind)
     return res
 
@@ -205,7 +224,7 @@ class FairnessResult:
                f"equalized odds difference {self.equalized_odds_difference:.4g}")
         return html_table(rows, list(self.table.columns), caption=cap)
 
-def fairness(model, # A fitted binary classifier, or None with `prediction`
+def fairness(model, # A fitted binary classifier, a registered one (`NAME@ALIAS`, `NAME/VERSION`: the run is tagged with it), or None with `prediction`
              data, # A DataFrame with the features, the sensitive column and the target
              *,
              sensitive:str, # The column whose groups are compared
@@ -213,9 +232,12 @@ def fairness(model, # A fitted binary classifier, or None with `prediction`
              prediction:str|None=None, # A column of predictions to use instead of calling the model
              pos_label:Any=1, # The positive label
              features:list|None=None, # Columns the model takes (default: all but sensitive, target, prediction)
+             project=None, # The project whose registry holds `model` when it is named (default: the one at the current folder)
             ) -> FairnessResult:
     "Selection rate, TPR, FPR and accuracy per group of `sensitive`; demographic parity and equalized odds differences."
     import numpy as np, pandas as pd
+    ref = model if isinstance(model, str) else None
+    if ref is not None: model, _ = registered_model(ref, project=project)
     if not isinstance(data, pd.DataFrame) or len(data) == 0:
         raise FairnessError("fairness needs a DataFrame with rows", hint="pass the evaluation data as a DataFrame")
     for c, what in ((sensitive, 'sensitive'), (target, 'target'), (prediction, 'prediction')):
@@ -245,9 +267,10 @@ def fairness(model, # A fitted binary classifier, or None with `prediction`
     res = FairnessResult(table, sensitive, gap(table.selection_rate), max(gap(table.tpr), gap(table.fpr)))
     emit('fairness.done', msg=f"fairness by {sensitive}: parity gap {res.demographic_parity_difference:.3g}, odds gap {res.equalized_odds_difference:.3g}")
     import json
-    from mlnb.monitor.datadrift import log_to_run
+    from mlnb.monitor.datadrift import data_label, log_to_run
     log_to_run({'demographic_parity_difference': res.demographic_parity_difference, 'equalized_odds_difference': res.equalized_odds_difference},
-               {'fairness.sensitive': sensitive}, {'fairness.json': json.dumps(res.to_dict(), default=str, indent=1)}, 'fairness')
+               {'fairness.sensitive': sensitive, 'fairness.data': data_label(data)}, {'fairness.json': json.dumps(res.to_dict(), default=str, indent=1)},
+               'fairness', model=ref, project=project)
     return res
 
 # %% ../../nbs/54_monitor_explanations.ipynb #6f1c398d
@@ -259,17 +282,22 @@ def _obj(v, what:str, ctx):
     if what == 'model' and p.is_file() and p.suffix.lower() in ('.joblib', '.pkl', '.pickle'):
         import joblib
         return joblib.load(p)
+    if what == 'model' and ('@' in str(v) or str(v).startswith('models:/') or re.fullmatch(r"[\w.-]+/\d+", str(v))):
+        return str(v)  # a registered model: `explain`/`fairness` load it and tag their run with it
     if what == 'model' or not (p.exists() or is_table_ref(v)):
         raise MlnbUsageError(f"no {what} named `{v}`" + (" in the notebook" if ctx.namespace is not None else ""),
                              hint="define it in the notebook, or pass a file path" + (" (.joblib, .pkl)" if what == 'model' else f": {forms('table')}"))
-    return read_data(str(v), what)
+    df = read_data(str(v), what)
+    try: df.attrs['mlnb.source'] = str(v)  # runs name the data by what was typed (`data_label`)
+    except Exception: pass
+    return df
 
 def _explain_call(fn, kw, ctx):
     "`explain` with the model and the data read from files where the notebook has no such variables."
     return fn(**{**kw, 'model': _obj(kw['model'], 'model', ctx), 'data': _obj(kw['data'], 'data', ctx)})
 
 verb("explain", "SHAP values of DATA under MODEL, the explainer picked by model type; top features and plots", fn=explain,
-     opts=dict(model=dict(help="the model: a notebook variable, or a .joblib/.pkl file"),
+     opts=dict(model=dict(help="the model: a notebook variable, a .joblib/.pkl file, or a registered model NAME@ALIAS / NAME/VERSION (the run is tagged with it)"),
                data=dict(help="the rows: a notebook DataFrame, a table file, PATH@REV or served:NAME"),
                n_background=dict(flags=['--background', '--n-background'])),
      call=_explain_call)
@@ -288,7 +316,7 @@ def _fairness_call(fn, kw, ctx):
     return fn(**{**kw, 'model': model, 'data': data, 'pos_label': pos})
 
 verb("fairness", "per-group selection rate, TPR, FPR, accuracy; demographic parity and equalized odds gaps", fn=fairness,
-     opts=dict(model=dict(help="the classifier: a notebook variable or a .joblib/.pkl file; '-' with --prediction"),
+     opts=dict(model=dict(help="the classifier: a notebook variable, a .joblib/.pkl file or a registered model NAME@ALIAS; '-' with --prediction"),
                data=dict(help="a notebook DataFrame, a table file, PATH@REV or served:NAME"),
                sensitive=dict(positional=False), target=dict(positional=False), pos_label=dict(kind='str')),
      call=_fairness_call)

@@ -59,29 +59,32 @@ def _loop(prj:Project, step, serve:bool):
     res = reproduce(project=prj)
     m = json.loads((prj.root/'metrics.json').read_text())
     step(f"pipeline: {str(res).splitlines()[0]}; holdout accuracy {m['accuracy']:.3f}; classifier @champion registered")
-    label = prj.settings['retrain.label']
-    holdout = read_data(prj.path(prj.settings['retrain.holdout']), 'the holdout', root=prj.root)
-    X = holdout.drop(columns=[label])
-    from mlnb.monitor.datadrift import drift
-    shifted = X.copy()
-    for c in list(X.columns)[:5]: shifted[c] = shifted[c] * 1.5 + shifted[c].std()
-    d = drift(X, shifted)
-    step(f"drift: a shifted copy of the holdout drifts in {len(d.drifted)} of {X.shape[1]} columns ({', '.join(d.drifted[:5])}); dataset drift {d.dataset_drift}")
-    import mlflow
-    from mlnb.serving.registry import registry_client
-    registry_client(prj)  # points MLflow at the project's store
-    model = mlflow.sklearn.load_model("models:/classifier@champion")
-    from mlnb.monitor.explanations import explain
-    ex = explain(model, X, n_background=50, rows=20)
-    top = list(ex.importance['feature'][:3])
-    step(f"explain: {ex.explainer} explainer; most important features {', '.join(map(str, top))}")
     from mlnb.pipeline.steps import set_params
     set_params(prj.root/prj.settings['pipeline.params_file'], ["train.C=0.05"])
     from mlnb.pipeline.retraining import retrain
     r = retrain("classifier", project=prj)
     step(f"retrain: a challenger with C=0.05 was {r.decision} ({r.steps[-1]['msg']}); report {r.path}")
+    # evidence about the champion as it is now: each check names the model, so its run is tagged with the version and its card shows it
+    champ, label, hold = "classifier@champion", prj.settings['retrain.label'], prj.settings['retrain.holdout']
+    holdout = read_data(prj.path(hold), 'the holdout', root=prj.root)
+    X = holdout.drop(columns=[label]); X.attrs['mlnb.source'] = f"{hold} (features)"
+    from mlnb.monitor.datadrift import drift
+    shifted = X.copy()
+    for c in list(X.columns)[:5]: shifted[c] = shifted[c] * 1.5 + shifted[c].std()
+    shifted.attrs['mlnb.source'] = f"a shifted copy of {hold}"
+    d = drift(X, shifted, model=champ)
+    step(f"drift: a shifted copy of the holdout drifts in {len(d.drifted)} of {X.shape[1]} columns ({', '.join(d.drifted[:5])}); dataset drift {d.dataset_drift}")
+    from mlnb.monitor.explanations import explain, fairness
+    ex = explain(champ, X, n_background=50, rows=20, project=prj)
+    top = list(ex.importance['feature'][:3])
+    step(f"explain: {ex.explainer} explainer on {champ}; most important features {', '.join(map(str, top))}")
+    first = X.columns[0]
+    groups = holdout.assign(group=(holdout[first] > holdout[first].median()).map({True: f"{first} above median", False: f"{first} at most median"}))
+    groups.attrs['mlnb.source'] = f"{hold}, grouped by {first}"
+    fr = fairness(champ, groups, sensitive='group', target=label, project=prj)
+    step(f"fairness: {champ} by {first} above/below its median: demographic parity difference {fr.demographic_parity_difference:.3f}")
     from mlnb.monitor.cards import card
-    c = card("classifier@champion", project=prj)  # after the retrain: the card describes the champion as it is now
+    c = card(champ, project=prj)  # after the retrain and the checks: the card describes the champion as it is now, with its evidence
     cp = c.save(prj.dir/'cards'/'classifier.html')
     step(f"card: {cp} ({c.context['title']}, the champion now)")
     if serve:

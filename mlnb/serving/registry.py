@@ -9,10 +9,11 @@ from __future__ import annotations
 import json, logging, os, re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 from ..core import MlnbError, MlnbUsageError, emit, html_table, need, read_data, verb
 from ..config import Project, find_project, setting
 from ..audit import audit_log
+from ..track.metrics import metric_group
 from ..track.predictions import metric_fn
 from ..track.store import mlflow_client
 
@@ -318,12 +319,15 @@ class ModelTable(list):
     def _repr_html_(self): return html_table(list(self), self.columns, caption="registered models")
 
 def list_models(name:str|None=None, # One registered model, or all
-                *, project=None, # The project (default: the one at or above the current folder)
+                *, metrics:Literal['model', 'curve', 'system', 'all']='model', # Which of the run's metrics to show: the model's quality (validation, holdout, test), the training curves (loss, epoch, throughput), the machine's (`system/...`), or all
+                project=None, # The project (default: the one at or above the current folder)
                ) -> ModelTable:
-    "One row per registered version: aliases, run metrics, gate score, audit count."
+    "One row per registered version: aliases, the run's model metrics (or the group asked for), gate score, audit count."
     import datetime
     prj = _project(project); client = registry_client(prj)
     if name is not None: _check_model(client, name)
+    if metrics not in ('model', 'curve', 'system', 'all'):
+        raise MlnbUsageError(f"unknown metrics group '{metrics}'", hint="choose model, curve, system or all")
     names = [name] if name else sorted(m.name for m in client.search_registered_models())
     rows, runs = [], {}
     for n in names:
@@ -336,7 +340,7 @@ def list_models(name:str|None=None, # One registered model, or all
             met = runs.get(mv.run_id, {}) if mv.run_id else {}
             tags = mv.tags or {}
             rows.append({'model': n, 'version': int(mv.version), 'aliases': ', '.join(sorted(aliases.get(int(mv.version), []))),
-                         'metrics': ', '.join(f"{k}={v:.4g}" for k, v in sorted(met.items())[:6]),
+                         'metrics': ', '.join(f"{k}={v:.4g}" for k, v in sorted(met.items()) if metrics == 'all' or metric_group(k) == metrics),
                          'gate': ', '.join(f"{k[10:]}={v}" for k, v in tags.items() if k.startswith('mlnb.gate.')),
                          'run': (mv.run_id or '')[:8],
                          'created': datetime.datetime.fromtimestamp(mv.creation_timestamp / 1000).strftime('%Y-%m-%d %H:%M'),
@@ -344,7 +348,7 @@ def list_models(name:str|None=None, # One registered model, or all
     return ModelTable(rows)
 
 # %% ../../nbs/61_serving_registry.ipynb #aa85990d
-verb("registry", "registered models: versions, aliases, run metrics, gate scores", fn=list_models,
+verb("registry", "registered models: versions, aliases, model metrics (--metrics system|curve|all for the others), gate scores", fn=list_models,
      opts=dict(name=dict(positional=True)), view="mlnb.widgets.registry:make_view")
 
 def _registered(fn, kw, ctx):

@@ -1,4 +1,4 @@
-"""Runs and what they record: the tracking store and its spool (store), the fast metric logger that never loses a value (logger), lineage and system metrics (lineage, system), `mlnb.run` (tracking), `%%mlnb track` (cells), the runs table (table) and the prediction log (predictions).
+"""Runs and what they record: the tracking store and its spool (store), the fast metric logger that never loses a value (logger), lineage and system metrics (lineage, system), `mlnb.run` (tracking), `%%mlnb track` (cells), the runs table (table), the prediction log (predictions) and the groups of metric keys (metrics).
 
 Docs: https://mlnb.github.io/mlnb/track.html.md"""
 
@@ -16,5 +16,6 @@ from .tracking import *
 from .cells import *
 from .table import *
 from .predictions import *
-from . import store, logger, lineage, system, tracking, cells, table, predictions
-__all__ = [n for m in (store, logger, lineage, system, tracking, cells, table, predictions,) for n in m.__all__]  # the package's public names: its modules'
+from .metrics import *
+from . import store, logger, lineage, system, tracking, cells, table, predictions, metrics
+__all__ = [n for m in (store, logger, lineage, system, tracking, cells, table, predictions, metrics,) for n in m.__all__]  # the package's public names: its modules'

@@ -8,12 +8,13 @@ Docs: https://mlnb.github.io/mlnb/track_lineage.html.md"""
 from __future__ import annotations
 import json, os, platform, subprocess, sys, tempfile
 from pathlib import Path
-from ..core import emit
-from ..config import setting
+from ..core import MlnbUsageError, emit
+from ..config import find_project, setting
 from .store import mlflow_client, tag_key
 
 # %% auto #0
-__all__ = ['git_info', 'notebook_path', 'project_path', 'pip_freeze', 'versions', 'dvc_hashes', 'dataset_input', 'record_lineage']
+__all__ = ['git_info', 'notebook_path', 'project_path', 'pip_freeze', 'versions', 'dvc_hashes', 'dataset_input', 'record_lineage',
+           'model_tags']
 
 # %% ../../nbs/13_track_lineage.ipynb #4c353161
 setting("tracking.lineage", True, "Record lineage on every run: git commit and diff, the notebook, pip freeze, versions, DVC hashes")
@@ -159,3 +160,20 @@ def record_lineage(run, # The open run (a `mlnb.track.tracking.Run`) to record i
             mlflow_client(run.project.tracking_uri).log_artifacts(run.id, str(d), 'lineage')
     except Exception as e:
         emit('track.warning', msg=f"lineage of run {run.id[:8]} incomplete: {e!r}")
+
+# %% ../../nbs/13_track_lineage.ipynb #99181937
+def model_tags(ref:str, # The model: `NAME@ALIAS`, `NAME/VERSION`, `models:/NAME/VERSION`, `models:/NAME@ALIAS`, or its training run's id
+               project=None, # The project whose tracking store holds it (default: the one at the current folder)
+              ) -> dict[str, str]:
+    "`mlnb.model.name`, `mlnb.model.version` and `mlnb.model.run` of a registered model version, or `mlnb.model.run` of a run id."
+    prj = find_project(project)
+    c = mlflow_client(prj.tracking_uri)
+    s = str(ref); s = s[len('models:/'):] if s.startswith('models:/') else s
+    try:
+        if '@' in s: mv = c.get_model_version_by_alias(*s.split('@', 1))
+        elif '/' in s: mv = c.get_model_version(*s.rsplit('/', 1))
+        else: return {'mlnb.model.run': c.get_run(s).info.run_id}
+    except Exception as e:
+        raise MlnbUsageError(f"no registered model version or run '{ref}' in the tracking store: {str(e).splitlines()[0][:200]}",
+                             hint="name it NAME@ALIAS or NAME/VERSION (`mlnb registry` lists them), or by its run id") from None
+    return {'mlnb.model.name': mv.name, 'mlnb.model.version': str(mv.version), 'mlnb.model.run': mv.run_id or ''}
