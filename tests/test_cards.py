@@ -1,7 +1,7 @@
 """The model card is always current and a proper page (issue 19, points 1 and 11): every alias move (promote, rollback)
 remakes the cards; the project's card file describes the champion as it is now, names its version, alias and date, is a
 standalone HTML document with a charset, readable by others (0644), and shows the gate's metric that promoted it."""
-import datetime, re
+import time, datetime, re
 import pytest
 
 pytest.importorskip('sklearn'); pytest.importorskip('mlflow'); pytest.importorskip('jinja2'); pytest.importorskip('mistune')
@@ -67,6 +67,7 @@ def test_the_card_file_follows_the_champion(two_versions):
     _says(text, v1, 'champion')
     assert t0 <= _made(text) <= _now()
     assert (prj.dir/'cards'/'churn@champion.html').read_text().count(f"churn version {v1}") >= 1
+    assert f"# Model card: churn version {v1} @champion" in (prj.dir/'cards'/'churn.md').read_text()  # Markdown beside it, for a git diff
 
     t1 = _now().replace(microsecond=0)
     cmp = mlnb.promote('churn', v2, gate=holdout, project=prj)
@@ -98,6 +99,14 @@ def test_the_card_file_follows_the_champion(two_versions):
     with tempfile.TemporaryDirectory() as d:
         md2 = pathlib.Path(cl.download_artifacts(mv2.run_id, 'card/card.md', d)).read_text()
     assert f"# Model card: churn version {v2}\n" in md2 and 'which holds no alias' in md2
+
+    # `card NAME@ALIAS` made by hand rewrites the alias's files too: they always show the card made last
+    time.sleep(1.1)
+    t3 = _now().replace(microsecond=0)
+    mlnb.card('churn@champion', project=prj)
+    for name in ('churn.html', 'churn@champion.html'):
+        text = (prj.dir/'cards'/name).read_text()
+        _says(text, v1, 'champion'); assert t3 <= _made(text) <= _now()
 
 
 def test_the_card_is_a_standalone_page_with_aliases_not_stages(two_versions, mlnb_cli):
@@ -131,8 +140,10 @@ def test_approve_remakes_the_card(two_versions):
     hold = prj.path(prj.settings['retrain.holdout'])
     hold.parent.mkdir(parents=True, exist_ok=True)
     X.assign(**{prj.settings['registry.target']: y}).to_csv(hold, index=False)
-    approve('churn', v1, project=prj)
-    approve('churn', v2, project=prj)
+    from mlnb.audit import record
+    for v in (v1, v2):  # each left pending by a retrain (what `retrain --require-approval` records), then approved
+        record('retrain.pending', prj, model='churn', version=v)
+        approve('churn', v, project=prj)
     text = (prj.dir/'cards'/'churn.html').read_text()
     _says(text, v2, 'champion')
     assert any('promote' in r and 'approved by a person' in r for r in _rows(text)), _rows(text)

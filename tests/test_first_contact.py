@@ -145,6 +145,14 @@ def test_readme_commands_and_notebook_as_written(tmp_path):
     for h in ('Model quality', 'Training curves (final values)', 'System (last sample)'): assert f"<h3>{h}</h3>" in page, h
     quality = page.split('<h3>Model quality</h3>', 1)[1].split('<h3>', 1)[0]
     assert 'val_accuracy' in quality and 'epoch' not in quality and 'system/' not in quality and 'samples_per_s' not in quality
+    # the training notebook by its path in the project (not ipykernel_launcher.py), only the parameters that were set,
+    # and only what the train stage read (not the outputs of later stages)
+    assert '<td>nbs/train.ipynb</td>' in page and 'ipykernel_launcher' not in page
+    params = page.split('<h2>Training procedure and parameters</h2>', 1)[1].split('<h2>', 1)[0]
+    assert 'logisticregression__C' in params and 'logisticregression__max_iter' in params
+    for default in ('memory', 'verbose', 'tol', 'penalty', 'with_mean', 'fit_intercept'): assert f"__{default}<" not in params and f">{default}<" not in params, default
+    data = page.split('<h2>Training data</h2>', 1)[1].split('<h2>', 1)[0]
+    assert 'outputs/model.json' not in data and 'metrics.json' not in data
     for h in ('Fairness', 'Drift', 'Top SHAP features'):
         sec = page.split(f"<h2>{h}</h2>", 1)[1].split('<h2>', 1)[0]
         assert re.search(r"Computed \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC in run", sec), (h, sec[:400])

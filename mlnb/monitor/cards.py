@@ -344,7 +344,7 @@ def card(run_or_version, # A run id or `Run`, a `ModelVersion`, 'name/version', 
          intended_use:str|None=None, # What the model is for (default: setting `card.intended_use`)
          limitations:str|None=None, # Its known limitations (default: setting `card.limitations`)
          template:str|None=None, # Jinja template text (default: the project's, else the built-in one)
-         log:bool=True, # Log card.md/card.html to the run and tag the registered versions with both (`mlnb.card`, `mlnb.card.html`)
+         log:bool=True, # Log card.md/card.html to the run, tag the registered versions with both (`mlnb.card`, `mlnb.card.html`) and rewrite the card files of the aliases the version holds (`card_files`)
          out:str|Path|None=None, # Also write the card to this file: HTML for `.html`, else Markdown
          project=None, # The project (default: the one at the current folder)
         ) -> ModelCard:
@@ -363,20 +363,21 @@ def card(run_or_version, # A run id or `Run`, a `ModelVersion`, 'name/version', 
             client.set_model_version_tag(v['name'], str(v['version']), 'mlnb.card.made', ctx['made'])
     emit('card.done', msg=f"model card of {ctx['title']}", run=ctx['run']['id'])
     c = ModelCard(md, html, ctx)
+    if log: card_files(c, project=prj)  # the project's card files of an alias always show the card made last
     if out: c.save(out)
     return c
 
 def card_files(c:ModelCard, # A card of a registered version (from `card`)
                *, project=None, # The project (default: the card's own)
               ) -> list[Path]:
-    "Write `.mlnb/cards/NAME@ALIAS.html` for each alias the card's version holds now, and `.mlnb/cards/NAME.html` when one is `card.alias` (the champion)."
+    "Write `.mlnb/cards/NAME@ALIAS.html` (and `.md`, for a git diff) for each alias the card's version holds now, and `.mlnb/cards/NAME.html`/`.md` when one is `card.alias` (the champion)."
     ctx = c.context
     if not ctx.get('model') or not ctx.get('aliases'): return []
     prj = find_project(project if project is not None else ctx.get('project'))
     d = prj.dir/'cards'
-    names = [f"{ctx['model']}@{a}.html" for a in ctx['aliases']]
-    if prj.settings.get('card.alias', 'champion') in ctx['aliases']: names.insert(0, f"{ctx['model']}.html")
-    return [c.save(d/n) for n in names]
+    names = [f"{ctx['model']}@{a}" for a in ctx['aliases']]
+    if prj.settings.get('card.alias', 'champion') in ctx['aliases']: names.insert(0, ctx['model'])
+    return [c.save(d/f"{n}{ext}") for n in names for ext in ('.html', '.md')]
 
 # %% ../../nbs/56_monitor_cards.ipynb #78eedc8b
 setting("card.on_promote", True, "Remake the model cards whenever an alias moves (promote, rollback, retrain, approve)")
@@ -392,7 +393,7 @@ def _on_alias_moved(ev):
         emit('card.warning', msg=f"model cards of {d['model']} not regenerated: {e}"); return
     prev = d.get('previous')
     for v in ([prev] if prev is not None and int(prev) != int(d['version']) else []) + [d['version']]:
-        try: card_files(card(f"{d['model']}/{v}", project=prj), project=prj)
+        try: card(f"{d['model']}/{v}", project=prj)  # logged, and its alias files rewritten
         except Exception as e:
             emit('card.warning', msg=f"model card of {d['model']} version {v} not regenerated: {e}")
 

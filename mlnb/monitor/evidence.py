@@ -11,7 +11,7 @@ from pathlib import Path
 from ..track.metrics import metric_group, metric_split
 
 # %% auto #0
-__all__ = ['EVIDENCE', 'training_data', 'metric_tables', 'gather_evidence', 'evidence_command']
+__all__ = ['EVIDENCE', 'upstream', 'training_data', 'metric_tables', 'gather_evidence', 'evidence_command']
 
 # %% ../../nbs/55_monitor_evidence.ipynb #aecaab72
 def _ts(ms) -> str:
@@ -32,6 +32,34 @@ def _dvc_entries(root:Path) -> dict:
             else: add(p.parent, y.get('outs'), f"dvc add ({p.relative_to(root)})")
         except Exception: continue
     return out
+
+def _paths(xs) -> list[str]:
+    "The paths of a `dvc.yaml` stage's `deps`/`outs`/`metrics` (strings, or one-key dicts with options)."
+    return [os.path.normpath(next(iter(x)) if isinstance(x, dict) else str(x)) for x in xs or []]
+
+def upstream(root:str|Path, # The project's root (its `dvc.yaml`)
+             notebook:str|None, # The run's notebook relative to the root (tag `mlnb.notebook`), e.g. `nbs/train.ipynb`
+            ) -> set[str]|None:
+    "Every path the pipeline stage that runs `notebook` depends on, directly or through the stages that make its inputs; None outside a pipeline stage."
+    import yaml
+    try: stages = (yaml.safe_load((Path(root)/'dvc.yaml').read_text()) or {}).get('stages') or {}
+    except Exception: return None
+    if not notebook: return None
+    nb = os.path.normpath(notebook)
+    mine = [s for s in stages.values() if isinstance(s, dict) and (nb in _paths(s.get('deps')) or nb in str(s.get('cmd', '')).split())]
+    if not mine: return None
+    made = {o: s for s in stages.values() if isinstance(s, dict) for o in _paths(s.get('outs')) + _paths(s.get('metrics'))}
+    todo, seen = [d for s in mine for d in _paths(s.get('deps'))], set()
+    while todo:
+        d = todo.pop()
+        if d in seen: continue
+        seen.add(d)
+        for o, s in made.items():
+            if o == d or d.startswith(o + os.sep): todo += _paths(s.get('deps'))
+    return seen
+
+def _within(path:str, paths:set) -> bool:
+    return any(path == u or path.startswith(u + os.sep) or u.startswith(path + os.sep) for u in paths)
 
 def _file_md5(p:Path) -> str|None:
     h = hashlib.md5()
@@ -79,6 +107,9 @@ def training_data(run, # An MLflow `Run` (`client.get_run(id)`): its tags and da
             r = row(k[len('mlnb.dvc.'):]); r['source'].append('DVC')
             r['md5'] = v  # DVC's hash is the one to compare with `dvc status`
     root = Path(root) if root is not None else None
+    up = upstream(root, tags.get('mlnb.notebook')) if root is not None else None
+    if up is not None:  # in a pipeline stage: what DVC tracks downstream of it (its own outputs, later stages') was not its input
+        rows = {p: r for p, r in rows.items() if r['source'] != ['DVC'] or _within(p, up)}
     dvc = _dvc_entries(root) if root is not None else {}
     for r in rows.values():
         o = dvc.get((r['path'], r['md5'] or ''))

@@ -85,7 +85,7 @@ def _loop(prj:Project, step, serve:bool):
     step(f"fairness: {champ} by {first} above/below its median: demographic parity difference {fr.demographic_parity_difference:.3f}")
     from mlnb.monitor.cards import card
     c = card(champ, project=prj)  # after the retrain and the checks: the card describes the champion as it is now, with its evidence
-    cp = c.save(prj.dir/'cards'/'classifier.html')
+    cp = prj.dir/'cards'/'classifier.html'  # written by `card`, with the files of every alias v2 holds
     step(f"card: {cp} ({c.context['title']}, the champion now)")
     if serve:
         import urllib.request
