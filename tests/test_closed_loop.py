@@ -41,6 +41,7 @@ def _audit(root):
     return [json.loads(l) for l in (root/'.mlnb'/'audit.jsonl').read_text().splitlines()]
 
 
+@pytest.mark.timeout(1800)  # a template project, a server, three retrains: minutes, more on a busy machine
 def test_closed_loop_with_a_running_server(loop):
     import pandas as pd
     prj, mlnb = loop
