@@ -13,8 +13,8 @@ from ..core import MlnbUsageError, need, resolver
 from ..config import Project, find_project
 
 # %% auto #0
-__all__ = ['dumps_bytes', 'loads_bytes', 'metric_fn', 'PredictionLog', 'served_path', 'served_log', 'feedback_path',
-           'add_feedback', 'served_performance', 'performance']
+__all__ = ['dumps_bytes', 'loads_bytes', 'metric_fn', 'PredictionLog', 'segments', 'close_segment', 'served_path', 'served_log',
+           'feedback_path', 'add_feedback', 'served_performance', 'performance']
 
 # %% ../../nbs/18_track_predictions.ipynb #0398b37f
 try: import orjson as _orjson  # fast JSON when installed (the prediction log and the server's hot path)
@@ -49,9 +49,9 @@ def metric_fn(name:str, # accuracy, f1, precision, recall (macro), r2, mae, mse 
 
 # %% ../../nbs/18_track_predictions.ipynb #720c9431
 class PredictionLog:
-    "Rows appended in batches by a background thread to `path` (JSON lines), rolled over past `max_bytes`."
+    "Rows appended in batches by a background thread to `path` (JSON lines); past `max_bytes` the file is closed as the next numbered segment (`path.1`, `path.2`, ...), never overwriting one."
     def __init__(self, path:str|Path, # The JSON-lines file
-                 max_bytes:int=64 << 20, # Size at which `path` rolls over to `path.1`
+                 max_bytes:int=64 << 20, # Size at which `path` is closed as the next segment `path.N`
                  flush_s:float=0.2, # Seconds between two appends by the writer thread
                 ):
         self.path, self.max_bytes, self.flush_s = Path(path), max_bytes, flush_s
@@ -71,11 +71,31 @@ class PredictionLog:
             if k:
                 with open(self.path, 'ab') as f: f.write(b''.join(lines[:k]))
             lines = lines[k:]
-            if lines: os.replace(self.path, self.path.with_name(self.path.name + '.1')); size = 0  # full: roll over
+            if lines: close_segment(self.path); size = 0  # full: roll over
     def _loop(self):
         while not self._stop.wait(self.flush_s): self.flush()
     def close(self):
         self._stop.set(); self._thread.join(5); self.flush()
+
+def segments(path:str|Path, # The live JSON-lines file
+            ) -> list[Path]:
+    "The closed segments of `path` (`path.1`, `path.2`, ...), oldest first."
+    path = Path(path)
+    found = [(int(s), p) for p in path.parent.glob(path.name + '.*') if (s := p.name[len(path.name) + 1:]).isdigit()]
+    return [p for _, p in sorted(found)]
+
+def close_segment(path:str|Path, # The live JSON-lines file
+                 ) -> Path|None:
+    "Close `path` as the next numbered segment, never replacing one (a hard link claims the name); the segment, or None when `path` does not exist."
+    path = Path(path)
+    n = int(segments(path)[-1].name.rsplit('.', 1)[1]) + 1 if segments(path) else 1
+    while True:
+        seg = path.with_name(f"{path.name}.{n}")
+        try: os.link(path, seg)
+        except FileExistsError: n += 1; continue  # another writer closed one first
+        except FileNotFoundError: return None
+        os.unlink(path)
+        return seg
 
 def served_path(prj:Project, # The project
                 name:str, # The served model
@@ -85,7 +105,7 @@ def served_path(prj:Project, # The project
 
 def served_log(name:str|None=None, # The served model (default: every model with a log)
                *, project=None, # The project (default: the one at or above the current folder)
-               with_rolled:bool=True, # Include the rolled-over `.1` file
+               with_rolled:bool=True, # Include the closed segments (`NAME.jsonl.1`, `.2`, ...)
                shadow:bool=False, # Include the challenger's shadow predictions (never sent to a client)
               ):
     "The prediction log as a DataFrame: one column per input feature, `prediction`, `version`, `id`, `time`, `latency_ms` (and `shadow` when asked for)."
@@ -95,7 +115,7 @@ def served_log(name:str|None=None, # The served model (default: every model with
     files = sorted(d.glob('*.jsonl')) if name is None else [served_path(prj, name)]
     rows = []
     for f in files:
-        for g in ([f.with_name(f.name + '.1')] if with_rolled else []) + [f]:
+        for g in (segments(f) if with_rolled else []) + [f]:
             if g.exists(): rows += [json.loads(l) for l in g.read_text().splitlines() if l.strip()]
     if not shadow: rows = [r for r in rows if not r.get('shadow')]
     if not rows: return pd.DataFrame()
