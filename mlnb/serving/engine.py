@@ -27,7 +27,7 @@ setting("serve.api_key", "", "API key required in the X-API-Key header on all bu
 setting("serve.log_predictions", True, "Append every prediction to the prediction log (.mlnb/served/)")
 setting("serve.model_threads", 2, "Model calls in flight at once per served version (2: the next batch runs while one finishes)")
 setting("serve.torch_threads", 1, "torch intra-op threads in a server process (0: torch's default); one per process suits batched serving")
-setting("serve.log_max_mb", 64, "Size at which the prediction log rolls over to NAME.jsonl.1")
+setting("serve.log_max_mb", 64, "Size (MB) at which the prediction log is closed as the next segment NAME.jsonl.N (none is overwritten)")
 
 # %% ../../nbs/66_serving_engine.ipynb #82dc2b77
 class ModelServer:
