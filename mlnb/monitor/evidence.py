@@ -8,6 +8,7 @@ Docs: https://mlnb.github.io/mlnb/monitor_evidence.html.md"""
 from __future__ import annotations
 import datetime, hashlib, json, os
 from pathlib import Path
+from ..track.lineage import dvc_outs
 from ..track.metrics import metric_group, metric_split
 
 # %% auto #0
@@ -17,21 +18,6 @@ __all__ = ['EVIDENCE', 'upstream', 'training_data', 'metric_tables', 'gather_evi
 def _ts(ms) -> str:
     return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC') if ms else '—'
 
-def _dvc_entries(root:Path) -> dict:
-    "`{(path, md5): out}` of the outs the project's `.dvc` files and `dvc.lock` list now (their `size`, `nfiles`)."
-    import yaml
-    out = {}
-    def add(base, outs, stage=None):
-        for o in outs or []:
-            if o.get('path') and o.get('md5'): out[(os.path.normpath(os.path.relpath(base/o['path'], root)), str(o['md5']))] = {**o, 'stage': stage}
-    for p in [root/'dvc.lock', *root.glob('*.dvc'), *root.glob('*/*.dvc'), *root.glob('*/*/*.dvc')]:
-        try:
-            y = yaml.safe_load(p.read_text()) or {}
-            if p.name == 'dvc.lock':
-                for name, st in (y.get('stages') or {}).items(): add(p.parent, st.get('outs'), f"stage {name}")
-            else: add(p.parent, y.get('outs'), f"dvc add ({p.relative_to(root)})")
-        except Exception: continue
-    return out
 
 def _paths(xs) -> list[str]:
     "The paths of a `dvc.yaml` stage's `deps`/`outs`/`metrics` (strings, or one-key dicts with options)."
@@ -110,11 +96,11 @@ def training_data(run, # An MLflow `Run` (`client.get_run(id)`): its tags and da
     up = upstream(root, tags.get('mlnb.notebook')) if root is not None else None
     if up is not None:  # in a pipeline stage: what DVC tracks downstream of it (its own outputs, later stages') was not its input
         rows = {p: r for p, r in rows.items() if r['source'] != ['DVC'] or _within(p, up)}
-    dvc = _dvc_entries(root) if root is not None else {}
+    dvc = {(p, o['hash']): o for p, o in dvc_outs(root).items()} if root is not None else {}  # what DVC lists now, by path and hash
     for r in rows.values():
         o = dvc.get((r['path'], r['md5'] or ''))
         if o is not None:
-            r['size'], r['files'], r['stage'] = o.get('size'), o.get('nfiles'), o.get('stage')
+            r['size'], r['files'], r['stage'] = o.get('size'), o.get('nfiles'), o['made_by']
         f = root/r['path'] if root is not None else None
         same = f is not None and f.is_file() and r['md5'] is not None and _file_md5(f) == r['md5']
         if r['size'] is None and same: r['size'] = f.stat().st_size

@@ -13,8 +13,8 @@ from ..config import find_project, setting
 from .store import mlflow_client, tag_key
 
 # %% auto #0
-__all__ = ['git_info', 'notebook_path', 'project_path', 'pip_freeze', 'versions', 'dvc_hashes', 'dataset_input', 'record_lineage',
-           'model_tags']
+__all__ = ['git_info', 'notebook_path', 'project_path', 'pip_freeze', 'versions', 'dvc_outs', 'dvc_hashes', 'dataset_input',
+           'record_lineage', 'model_tags']
 
 # %% ../../nbs/13_track_lineage.ipynb #4c353161
 setting("tracking.lineage", True, "Record lineage on every run: git commit and diff, the notebook, pip freeze, versions, DVC hashes")
@@ -87,25 +87,30 @@ def versions() -> dict:
 
 _SKIP_DIRS = {'.git', '.dvc', '.mlnb', 'node_modules', '.venv', 'venv', '__pycache__', '.ipynb_checkpoints'}
 
-def dvc_hashes(root:str|Path, # The project's root folder
-              ) -> dict[str, str]:
-    "`{path: hash}` of the data the project's `.dvc` files and `dvc.lock` track."
+def dvc_outs(root:str|Path, # The project's root folder
+            ) -> dict[str, dict]:
+    "`{path: out}` of the data the project's `.dvc` files and `dvc.lock` track: each out as DVC wrote it (`md5`, `size`, `nfiles`...) with `hash` and what made it (`made_by`: `stage NAME` or `dvc add (FILE.dvc)`)."
     import yaml
     root, out = Path(root), {}
-    def add(base, outs):
+    def add(base, outs, made_by):
         for o in outs or []:
             h = o.get('md5') or o.get('etag') or o.get('checksum')
-            if o.get('path') and h: out[os.path.normpath(os.path.relpath(base/o['path'], root))] = str(h)
+            if o.get('path') and h: out[os.path.normpath(os.path.relpath(base/o['path'], root))] = {**o, 'hash': str(h), 'made_by': made_by}
     for dirpath, dirs, files in os.walk(root):
         dirs[:] = [d for d in dirs if d not in _SKIP_DIRS]
         for f in files:
             p = Path(dirpath)/f
             try:
-                if f.endswith('.dvc'): add(p.parent, (yaml.safe_load(p.read_text()) or {}).get('outs'))
+                if f.endswith('.dvc'): add(p.parent, (yaml.safe_load(p.read_text()) or {}).get('outs'), f"dvc add ({p.relative_to(root)})")
                 elif f == 'dvc.lock':
-                    for st in ((yaml.safe_load(p.read_text()) or {}).get('stages') or {}).values(): add(p.parent, st.get('outs'))
+                    for name, st in ((yaml.safe_load(p.read_text()) or {}).get('stages') or {}).items(): add(p.parent, st.get('outs'), f"stage {name}")
             except Exception: continue
     return out
+
+def dvc_hashes(root:str|Path, # The project's root folder
+              ) -> dict[str, str]:
+    "`{path: hash}` of the data the project's `.dvc` files and `dvc.lock` track."
+    return {p: o['hash'] for p, o in dvc_outs(root).items()}
 
 # %% ../../nbs/13_track_lineage.ipynb #051368d7
 def dataset_input(path:str, # The dataset's path in the project, e.g. `data/train.csv`
