@@ -14,6 +14,7 @@ _API = {
     'step': 'pipeline.steps', 'reproduce': 'pipeline.dag', 'pipeline_add': 'pipeline.dag',
     'train': 'training.loop', 'evaluate': 'training.metrics',
     'tune': 'tuning.study', 'TuneResult': 'tuning.result',
+    'forget': 'govern.subjects', 'export_subject': 'govern.subjects', 'FieldPolicy': 'data.privacy',
     'predict_file': 'serving.scoring', 'quantize_model': 'serving.quantize', 'quantize_report': 'serving.scoring',
 }
 

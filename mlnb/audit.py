@@ -66,9 +66,12 @@ class AuditReport:
         return html_table([{'line': n, 'problem': m} for n, m in self.problems], caption=f"audit log {self.path}: BROKEN")
 
 class AuditLog:
-    "The append-only, hash-chained log at `path`."
+    "The append-only, hash-chained log at `path`; entries with `file` and `sha256` seal a file under `root`."
     def __init__(self, path:str|Path, # The log file (`.jsonl`); its head file sits beside it
-                ): self.path = Path(path)
+                 root:str|Path|None=None, # The folder sealed `file`s are relative to (default: the project root, the folder above `.mlnb/`)
+                ):
+        self.path = Path(path)
+        self.root = Path(root) if root is not None else (self.path.parent.parent if self.path.parent.name == '.mlnb' else self.path.parent)
     def __repr__(self): return f"AuditLog({str(self.path)!r})"
     @property
     def head_path(self) -> Path: return self.path.with_name(self.path.name + '.head')
@@ -138,7 +141,22 @@ class AuditLog:
             if (head.get('seq'), head.get('hash')) != (seq, prev):
                 rep.problems.append((len(lines), f"the log ends at entry #{seq} but its head records #{head.get('seq')}: entries were removed from the end"))
         elif lines: rep.problems.append((0, f"the head file {self.head_path.name} is missing"))
+        rep.problems += self.verify_files()
         return rep
+
+    def verify_files(self) -> list:
+        "`(line, message)` for each sealed file that changed or vanished: the last entry naming a `file` with a `sha256` must match it (`sha256: null` records its deletion)."
+        last, problems = {}, []
+        for n, e in enumerate(self.entries(), 1):
+            if isinstance(e.get('file'), str) and 'sha256' in e: last[e['file']] = (n, e)
+        for f, (n, e) in sorted(last.items()):
+            p = self.root/f
+            if e['sha256'] is None:
+                continue  # deleted by retention or erasure, on the record
+            if not p.is_file(): problems.append((n, f"{f}, sealed by entry #{e.get('seq')}, was removed without an audit entry"))
+            elif hashlib.sha256(p.read_bytes()).hexdigest() != e['sha256']:
+                problems.append((n, f"{f} was changed after entry #{e.get('seq')} sealed it"))
+        return problems
 
 def _now() -> str:
     t = time.time()
@@ -153,7 +171,7 @@ def audit_log(project:Project|str|Path|None=None, # The project (default: the on
              ) -> AuditLog:
     "The audit log of `project`."
     prj = find_project(project)
-    return AuditLog(prj.path(prj.settings['audit.path']))
+    return AuditLog(prj.path(prj.settings['audit.path']), root=prj.root)
 
 def record(action:str, # What happened
            project:Project|str|Path|None=None, # The project

@@ -6,7 +6,7 @@ Docs: https://mlnb.github.io/mlnb/project.html.md"""
 
 # %% ../nbs/08_project.ipynb #372be3c4
 from __future__ import annotations
-import json, logging, os, shutil, subprocess, sys, tempfile
+import json, logging, os, re, shutil, subprocess, sys, tempfile
 from pathlib import Path
 from typing import Callable
 from .core import MlnbError, ProjectError, atomic_write, emit, need
@@ -16,13 +16,16 @@ from .config import SETTINGS, PROJECT_FILE, Project, load_settings, read_toml
 __all__ = ['STARTER_FILES', 'toml_value', 'default_toml', 'git_root', 'git_commit', 'dvc_root', 'starter_file', 'init']
 
 # %% ../nbs/08_project.ipynb #4efa74dc
-def toml_value(v, # A string, number, boolean, or a list of those
+def toml_value(v, # A string, number, boolean, or a list or table (dict) of those
               ) -> str:
-    "A Python value as a TOML literal (strings, numbers, booleans and lists of those)."
+    "A Python value as a TOML literal (strings, numbers, booleans, and lists and inline tables of those)."
     if isinstance(v, bool): return 'true' if v else 'false'
     if isinstance(v, (int, float)): return repr(v)
     if isinstance(v, str): return json.dumps(v)
     if isinstance(v, (list, tuple)): return '[' + ', '.join(map(toml_value, v)) + ']'
+    if isinstance(v, dict):
+        key = lambda k: k if re.fullmatch(r"[A-Za-z0-9_-]+", str(k)) else json.dumps(str(k))
+        return '{' + ', '.join(f"{key(k)} = {toml_value(x)}" for k, x in v.items()) + '}'
     raise TypeError(f"no TOML literal for {v!r}")
 
 def default_toml(values:dict|None=None, # Settings written with these values instead of their defaults: `{'tracking.experiment': 'churn'}`

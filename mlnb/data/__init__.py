@@ -1,4 +1,4 @@
-"""Data versions with DVC: the profiles and quality gate that guard them (quality), the git and DVC plumbing (repo), the profiles stored beside each version (profiles), the versions themselves (versions), and comparing them (compare).
+"""Data versions with DVC: the profiles and quality gate that guard them (quality), the git and DVC plumbing (repo), the profiles stored beside each version (profiles), the versions themselves (versions), comparing them (compare), and what may be written about a person (privacy).
 
 Docs: https://mlnb.github.io/mlnb/data.html.md"""
 
@@ -13,5 +13,6 @@ from .repo import *
 from .profiles import *
 from .versions import *
 from .compare import *
-from . import quality, repo, profiles, versions, compare
-__all__ = [n for m in (quality, repo, profiles, versions, compare) for n in m.__all__]  # the package's public names: its modules'
+from .privacy import *
+from . import quality, repo, profiles, versions, compare, privacy
+__all__ = [n for m in (quality, repo, profiles, versions, compare, privacy) for n in m.__all__]  # the package's public names: its modules'

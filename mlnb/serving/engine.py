@@ -13,6 +13,7 @@ from ..config import Project, setting
 from .batching import Batcher, LRUCache
 from .slots import ModelSlot, ServeError, load_slot, parse_target, predict_rows, resolve_version
 from ..track.predictions import PredictionLog, served_path
+from ..data.privacy import FieldPolicy
 
 # %% auto #0
 __all__ = ['ModelServer']
@@ -61,7 +62,8 @@ class ModelServer:
         self.challenger_alias, self.challenger_version = _parse_challenger(challenger) if challenger else (None, None)
         n = pick(cache_size, 'serve.cache_size')
         self.cache = LRUCache(n) if n > 0 else None
-        self.log = PredictionLog(served_path(prj, self.name), st['serve.log_max_mb'] << 20) if pick(log_predictions, 'serve.log_predictions') else None
+        self.log = PredictionLog(served_path(prj, self.name), st['serve.log_max_mb'] << 20, transform=FieldPolicy.of(prj).log_row) \
+            if pick(log_predictions, 'serve.log_predictions') else None  # written as the field policy allows, with `input_hash`
         self.slot = self._load(self.alias, self.fixed_version)
         self.challenger = self._load(self.challenger_alias, self.challenger_version) if challenger else None
         if self.challenger is not None and self.challenger.signature_key() != self.slot.signature_key():

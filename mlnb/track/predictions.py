@@ -6,15 +6,18 @@ Docs: https://mlnb.github.io/mlnb/track_predictions.html.md"""
 
 # %% ../../nbs/18_track_predictions.ipynb #dc0bcd37
 from __future__ import annotations
-import json, os, threading, time
+import hashlib, json, os, threading, time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 from ..core import MlnbUsageError, need, resolver
-from ..config import Project, find_project
+from ..config import Project, find_project, find_root
+from ..audit import record
 
 # %% auto #0
-__all__ = ['dumps_bytes', 'loads_bytes', 'metric_fn', 'PredictionLog', 'segments', 'close_segment', 'served_path', 'served_log',
-           'feedback_path', 'add_feedback', 'served_performance', 'performance']
+__all__ = ['dumps_bytes', 'loads_bytes', 'metric_fn', 'log_lock', 'PredictionLog', 'segments', 'close_segment', 'segment_summary',
+           'seal_segment', 'served_path', 'live_logs', 'served_log', 'feedback_path', 'add_feedback',
+           'served_performance', 'performance']
 
 # %% ../../nbs/18_track_predictions.ipynb #0398b37f
 try: import orjson as _orjson  # fast JSON when installed (the prediction log and the server's hot path)
@@ -48,13 +51,26 @@ def metric_fn(name:str, # accuracy, f1, precision, recall (macro), r2, mae, mse 
     return fns[name]
 
 # %% ../../nbs/18_track_predictions.ipynb #720c9431
+@contextmanager
+def log_lock(path:str|Path, # The live JSON-lines file
+            ):
+    "Hold the log's lock (`path.lock`, an exclusive `flock`) while appending to, closing or rewriting it: writers in other processes wait."
+    import fcntl
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(path.name + '.lock'), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally: os.close(fd)  # closing releases the lock
+
 class PredictionLog:
-    "Rows appended in batches by a background thread to `path` (JSON lines); past `max_bytes` the file is closed as the next numbered segment (`path.1`, `path.2`, ...), never overwriting one."
+    "Rows appended in batches by a background thread to `path` (JSON lines); past `max_bytes` the file is closed as the next numbered segment (`path.1`, `path.2`, ...), never overwriting one, and sealed in the audit log."
     def __init__(self, path:str|Path, # The JSON-lines file
                  max_bytes:int=64 << 20, # Size at which `path` is closed as the next segment `path.N`
                  flush_s:float=0.2, # Seconds between two appends by the writer thread
+                 transform:Callable|None=None, # Applied to each row in the writer thread, before it is written (the project's field policy: `FieldPolicy.log_row`)
                 ):
-        self.path, self.max_bytes, self.flush_s = Path(path), max_bytes, flush_s
+        self.path, self.max_bytes, self.flush_s, self.transform = Path(path), max_bytes, flush_s, transform
         self._buf, self._lock, self._stop = [], threading.Lock(), threading.Event()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._thread = threading.Thread(target=self._loop, daemon=True, name='mlnb-predlog'); self._thread.start()
@@ -63,15 +79,18 @@ class PredictionLog:
     def flush(self):
         with self._lock: rows, self._buf = self._buf, []
         if not rows: return
-        lines = [dumps_bytes(r) + b'\n' for r in rows]
-        size = self.path.stat().st_size if self.path.exists() else 0
-        while lines:
-            k, n = 0, size
-            while k < len(lines) and (n + len(lines[k]) <= self.max_bytes or n == 0): n += len(lines[k]); k += 1
-            if k:
-                with open(self.path, 'ab') as f: f.write(b''.join(lines[:k]))
-            lines = lines[k:]
-            if lines: close_segment(self.path); size = 0  # full: roll over
+        if self.transform is not None: rows = [self.transform(r) for r in rows]  # off the request path
+        lines, closed = [dumps_bytes(r) + b'\n' for r in rows], []
+        with log_lock(self.path):
+            size = self.path.stat().st_size if self.path.exists() else 0
+            while lines:
+                k, n = 0, size
+                while k < len(lines) and (n + len(lines[k]) <= self.max_bytes or n == 0): n += len(lines[k]); k += 1
+                if k:
+                    with open(self.path, 'ab') as f: f.write(b''.join(lines[:k]))
+                lines = lines[k:]
+                if lines: closed.append(_close(self.path)); size = 0  # full: roll over
+        for s in closed: seal_segment(s)
     def _loop(self):
         while not self._stop.wait(self.flush_s): self.flush()
     def close(self):
@@ -84,10 +103,7 @@ def segments(path:str|Path, # The live JSON-lines file
     found = [(int(s), p) for p in path.parent.glob(path.name + '.*') if (s := p.name[len(path.name) + 1:]).isdigit()]
     return [p for _, p in sorted(found)]
 
-def close_segment(path:str|Path, # The live JSON-lines file
-                 ) -> Path|None:
-    "Close `path` as the next numbered segment, never replacing one (a hard link claims the name); the segment, or None when `path` does not exist."
-    path = Path(path)
+def _close(path:Path) -> Path|None:
     n = int(segments(path)[-1].name.rsplit('.', 1)[1]) + 1 if segments(path) else 1
     while True:
         seg = path.with_name(f"{path.name}.{n}")
@@ -97,11 +113,51 @@ def close_segment(path:str|Path, # The live JSON-lines file
         os.unlink(path)
         return seg
 
+def close_segment(path:str|Path, # The live JSON-lines file
+                  seal:bool=True, # Seal the segment in the project's audit log (`seal_segment`)
+                 ) -> Path|None:
+    "Close `path` as the next numbered segment, never replacing one (a hard link claims the name); the segment, or None when `path` does not exist."
+    path = Path(path)
+    with log_lock(path): seg = _close(path)
+    if seg is not None and seal: seal_segment(seg)
+    return seg
+
+def segment_summary(seg:str|Path, # A closed segment (or any JSON-lines file of predictions)
+                   ) -> dict:
+    "What seals a segment: its SHA-256, its rows, and the times of its first and last rows."
+    data = Path(seg).read_bytes()
+    lines = [l for l in data.splitlines() if l.strip()]
+    times = []
+    for l in (lines[0], lines[-1]) if lines else ():
+        try: times.append(loads_bytes(l).get('time'))
+        except ValueError: times.append(None)
+    return {'sha256': hashlib.sha256(data).hexdigest(), 'rows': len(lines), 'first': times[0] if times else None, 'last': times[-1] if times else None}
+
+def seal_segment(seg:str|Path, # A closed segment of a project's prediction log
+                 action:str='predictions.segment', # The audit action: `predictions.segment` when closed, `predictions.rewrite` after an erasure
+                 **fields, # More to record (why it was rewritten, how many rows were removed)
+                ) -> dict|None:
+    "Append an audit entry that seals `seg` (`file`, `sha256`, `rows`, `first`, `last`): `audit verify` then fails if the file changes; None outside a project."
+    seg = Path(seg).resolve()
+    root = find_root(seg.parent)
+    if root is None: return None
+    model = seg.name.split('.jsonl', 1)[0]
+    return record(action, project=root, model=model, file=str(seg.relative_to(root)), **segment_summary(seg), **fields)
+
 def served_path(prj:Project, # The project
                 name:str, # The served model
                ) -> Path:
     "Where the prediction log of model `name` is."
     return prj.dir/'served'/f"{name}.jsonl"
+
+def live_logs(project=None, # The project (default: the one at or above the current folder)
+              name:str|None=None, # Only this served model's log
+             ) -> list[Path]:
+    "The live file of each model's prediction log (`served/NAME.jsonl`), whether it exists now or only its closed segments do."
+    prj = find_project(project)
+    if name: return [served_path(prj, name)]
+    names = {p.name.split('.jsonl', 1)[0] for p in (prj.dir/'served').glob('*.jsonl*') if not p.name.endswith('.lock')}
+    return [served_path(prj, n) for n in sorted(names)]
 
 def served_log(name:str|None=None, # The served model (default: every model with a log)
                *, project=None, # The project (default: the one at or above the current folder)
@@ -111,8 +167,7 @@ def served_log(name:str|None=None, # The served model (default: every model with
     "The prediction log as a DataFrame: one column per input feature, `prediction`, `version`, `id`, `time`, `latency_ms` (and `shadow` when asked for)."
     pd = need('pandas')
     prj = find_project(project)
-    d = prj.dir/'served'
-    files = sorted(d.glob('*.jsonl')) if name is None else [served_path(prj, name)]
+    files = live_logs(prj, name)
     rows = []
     for f in files:
         for g in (segments(f) if with_rolled else []) + [f]:
@@ -185,7 +240,7 @@ def performance(source:str='served', # `served` (every served model) or `served:
     kind, _, name = source.partition(':')
     if kind != 'served': raise MlnbUsageError(f"unknown performance source {source!r}", hint="use 'served' or 'served:NAME'")
     prj = find_project(project)
-    names = [name] if name else sorted(f.stem for f in (prj.dir/'served').glob('*.jsonl'))
+    names = [name] if name else [f.stem for f in live_logs(prj)]
     parts = [served_performance(n, metric=metric, freq=freq, project=prj).assign(model=n) for n in names]
     parts = [p for p in parts if len(p)]
     if not parts: return pd.DataFrame(columns=['model', 'version', 'predictions', 'labelled', metric])
