@@ -79,7 +79,11 @@ def test_predict_equals_per_row_predictions(env):
     assert 'scored 569 rows with cancer v1' in r.stdout and '6 chunks' in r.stdout
     assert '[mlnb] predict.start' in r.stderr and '[mlnb] predict.done' in r.stderr  # progress events on stderr
     got = pd.read_csv(prj.root/'scores.csv')
-    assert list(got.columns) == ['id', 'prediction'] and got.id.tolist() == [f"r{i}" for i in range(len(X))]
+    assert list(got.columns) == ['id', 'prediction', 'prediction_id'] and got.id.tolist() == [f"r{i}" for i in range(len(X))]
+    from mlnb.govern.records import prediction  # each batch decision is recorded: found by its id, input fingerprinted
+    rec = prediction(got.prediction_id[7], project=prj)
+    assert (rec.model, rec.version, rec.output) == ('cancer', 1, int(got.prediction[7])) and rec.input_hash.startswith('sha256:')
+    assert rec.input == pytest.approx(X.iloc[7].to_dict())
     per_row = [int(clf.predict(X.iloc[[i]])[0]) for i in range(len(X))]
     assert got.prediction.tolist() == per_row
     assert not (prj.root/'scores.csv.parts').exists()
@@ -91,8 +95,8 @@ def test_tensor_model_and_parquet_output(env):
     r = cli(prj, 'predict', 'digits', 'digits.parquet', '--out', 'digits_scores.parquet', '--chunk-size', '128')
     assert r.returncode == 0, r.stderr
     got = pd.read_parquet(prj.root/'digits_scores.parquet')
-    assert list(got.columns) == ['row'] + [f"prediction_{i}" for i in range(10)]
-    np.testing.assert_allclose(got.iloc[:, 1:].to_numpy(), env['logits'], rtol=1e-5, atol=1e-5)
+    assert list(got.columns) == ['row'] + [f"prediction_{i}" for i in range(10)] + ['prediction_id']
+    np.testing.assert_allclose(got.iloc[:, 1:11].to_numpy(), env['logits'], rtol=1e-5, atol=1e-5)
 
 
 def test_resume_after_kill(env, monkeypatch):
@@ -139,7 +143,7 @@ def test_quantized_close_to_fp32_on_mlp(env):
     r = cli(prj, 'predict', 'digits@champion', 'digits.parquet', '--out', 'q.parquet', '--quantize', 'int8', '--chunk-size', '200')
     assert r.returncode == 0, r.stderr
     assert '(int8)' in r.stdout
-    q = pd.read_parquet(prj.root/'q.parquet').iloc[:, 1:].to_numpy()
+    q = pd.read_parquet(prj.root/'q.parquet').drop(columns='prediction_id').iloc[:, 1:].to_numpy()
     fp = env['logits']
     assert not np.array_equal(q, fp)  # it did run the quantized copy
     assert np.abs(q - fp).max() < 0.05 * np.abs(fp).max()
@@ -161,7 +165,7 @@ def test_pt2_model_quantizes_like_the_module(env):
     prj = env['prj']
     a = predict_file('digits-pt2', prj.root/'digits.parquet', prj.root/'pt2-int8.parquet', chunk_size=200, quantize='int8', project=prj)
     b = predict_file('digits', prj.root/'digits.parquet', prj.root/'pickle-int8.parquet', chunk_size=200, quantize='int8', project=prj)
-    q2, q1 = (pd.read_parquet(prj.root/f).iloc[:, 1:].to_numpy() for f in ('pt2-int8.parquet', 'pickle-int8.parquet'))
+    q2, q1 = (pd.read_parquet(prj.root/f).drop(columns='prediction_id').iloc[:, 1:].to_numpy() for f in ('pt2-int8.parquet', 'pickle-int8.parquet'))
     assert a.rows == b.rows == len(env['D'])
     np.testing.assert_allclose(q2, q1, rtol=1e-5, atol=1e-5)
     assert not np.allclose(q2, env['logits'], rtol=1e-6, atol=1e-6)  # quantized, not the fp32 graph
@@ -223,7 +227,7 @@ def test_transformers_pipeline_quantized(env, tmp_path):
     b = predict_file('sentiment', tmp_path/'texts.csv', tmp_path/'int8.csv', chunk_size=5, id_column='id', quantize='int8', project=prj)
     assert (a.rows, b.rows, b.quantize) == (12, 12, 'int8')
     fp, q = pd.read_csv(tmp_path/'fp32.csv'), pd.read_csv(tmp_path/'int8.csv')
-    assert list(fp.columns) == ['id', 'prediction_label', 'prediction_score']
+    assert list(fp.columns) == ['id', 'prediction_label', 'prediction_score', 'prediction_id']
     want = pipe(texts * 3)
     assert fp.prediction_label.tolist() == [w['label'] for w in want]
     assert (fp.prediction_score - pd.Series([w['score'] for w in want])).abs().max() < 1e-5

@@ -75,5 +75,5 @@ def test_text_model_batch_scoring(env, mlnb_cli):
     r = mlnb_cli('predict', 'sentiment@champion', tmp/'texts.csv', '--out', tmp/'scored.csv', '--id-column', 'id', cwd=prj.root)
     assert r.returncode == 0, r.stderr[-2000:]
     out = pd.read_csv(tmp/'scored.csv')
-    assert list(out.columns) == ['id', 'prediction_label', 'prediction_score'] and len(out) == 6
+    assert list(out.columns) == ['id', 'prediction_label', 'prediction_score', 'prediction_id'] and len(out) == 6
     assert set(out.prediction_label) <= {'LABEL_0', 'LABEL_1'} and out.prediction_score.between(0, 1).all()

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 from ..core import DataError, MlnbError, MlnbUsageError, TABLE_KINDS, emit, html_table, iter_table, need, read_data, table_kind, verb
 from ..config import Project, find_project, setting
+from ..data.privacy import FieldPolicy
+from ..track.predictions import PredictionLog, served_path
 from .quantize import QUANTIZE_MODES, QuantizeError, quantize_model
 
 # %% auto #0
@@ -20,6 +22,7 @@ __all__ = ['ScoringError', 'PredictResult', 'predict_file', 'QuantizeReport', 'q
 # %% ../../nbs/65_serving_scoring.ipynb #185075ef
 setting("predict.chunk_size", 10000, "Rows per chunk of `mlnb predict`: each chunk is scored and saved on its own, so a re-run resumes after the last one saved")
 setting("predict.max_batch", 1024, "Most rows `mlnb predict` sends to the model in one call")
+setting("predict.record", True, "Record every batch prediction (id, version, time, input hash, output) in the model's prediction log, and give the output a `prediction_id` column")
 
 class ScoringError(DataError):
     "Batch scoring cannot go on: a missing or unreadable input, columns the model does not take, a bad output path."
@@ -195,6 +198,7 @@ def predict_file(model:str, # The registered model: `NAME@ALIAS`, `NAME/VERSION`
                  max_batch:int|None=None, # Most rows per model call (setting `predict.max_batch`)
                  quantize:Literal['int8']|None=None, # `int8`: score with a dynamically quantized copy of a torch model (CPU)
                  id_column:str|None=None, # A column of the input to copy into the output to identify rows (default: the row number)
+                 record:bool|None=None, # Record each prediction in the model's prediction log (`source: batch`) and add a `prediction_id` column (setting `predict.record`)
                  project=None, # The project (default: the one at or above the current folder)
                 ) -> PredictResult:
     "Score `input` with a registered model in resumable chunks and write the predictions to `out` atomically."
@@ -217,6 +221,8 @@ def predict_file(model:str, # The registered model: `NAME@ALIAS`, `NAME/VERSION`
                               f"(~{total:,} rows) with {slot.name} v{slot.version}{' ' + quantize if quantize else ''} in chunks of {chunk_size:,}",
          model=slot.name, version=slot.version, files=len(files), total=total)
     parts = _Parts(out)
+    record = st['predict.record'] if record is None else record
+    log = PredictionLog(served_path(prj, slot.name), st['serve.log_max_mb'] << 20, flush_s=1.0, transform=FieldPolicy.of(prj).log_row) if record else None
     delay = float(os.environ.get(_DELAY_ENV) or 0)
     keys, done_rows, resumed = [], 0, 0
     try:
@@ -233,10 +239,18 @@ def predict_file(model:str, # The registered model: `NAME@ALIAS`, `NAME/VERSION`
                 if id_column and id_column not in df.columns:
                     raise ScoringError(f"{name} has no id column '{id_column}'", hint=f"its columns: {', '.join(map(str, df.columns[:20]))}")
                 tc = time.perf_counter()
-                preds = _score(slot, _model_rows(slot, df, id_column, src), max_batch, src)
+                rows = _model_rows(slot, df, id_column, src)
+                preds = _score(slot, rows, max_batch, src)
                 head = pd.DataFrame({id_column: df[id_column].to_numpy()}) if id_column else \
                        pd.DataFrame(({'file': name} if len(files) > 1 else {}) | {'row': range(i * chunk_size, i * chunk_size + len(df))})
-                parts.add(key, pd.concat([head, _pred_frame(preds)], axis=1), file=name, chunk=i, model=slot.name, version=slot.version)
+                frame = pd.concat([head, _pred_frame(preds)], axis=1)
+                if log is not None:  # the chunk's key makes its ids the same in a resumed run
+                    ids, now = [f"b{key[:16]}-{j}" for j in range(len(df))], time.time()
+                    log.add([{'id': k, 'time': now, 'model': slot.name, 'version': slot.version, 'input': x, 'output': y, 'source': 'batch', 'batch': out.name}
+                             for k, x, y in zip(ids, rows.tolist() if hasattr(rows, 'tolist') else rows, preds)])
+                    log.flush()  # recorded before the chunk counts as done: a killed run never leaves a saved chunk unrecorded
+                    frame['prediction_id'] = ids
+                parts.add(key, frame, file=name, chunk=i, model=slot.name, version=slot.version)
                 done_rows += len(df)
                 emit('predict.chunk', msg=f"{name} chunk {i}: {done_rows:,}/~{total:,} rows ({len(df) / max(time.perf_counter() - tc, 1e-9):,.0f} rows/s)",
                      tick=True, file=name, chunk=i, resumed=False, done=done_rows, total=total)
@@ -246,6 +260,8 @@ def predict_file(model:str, # The registered model: `NAME@ALIAS`, `NAME/VERSION`
                                                        f"run the same command again to resume from them", parts=str(parts.dir), saved=len(parts.done))
         elif not any(parts.dir.iterdir()): parts.dir.rmdir()  # nothing kept: leave no empty work folder
         raise
+    finally:
+        if log is not None: log.close()  # every scored chunk's records are written
     frames = [parts.read(k) for k in keys]
     res = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=['row', 'prediction'])
     from mlnb.core import atomic_write

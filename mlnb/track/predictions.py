@@ -163,6 +163,7 @@ def served_log(name:str|None=None, # The served model (default: every model with
                *, project=None, # The project (default: the one at or above the current folder)
                with_rolled:bool=True, # Include the closed segments (`NAME.jsonl.1`, `.2`, ...)
                shadow:bool=False, # Include the challenger's shadow predictions (never sent to a client)
+               batch:bool=False, # Include batch predictions (`mlnb predict`, recorded with `source: batch`)
               ):
     "The prediction log as a DataFrame: one column per input feature, `prediction`, `version`, `id`, `time`, `latency_ms` (and `shadow` when asked for)."
     pd = need('pandas')
@@ -173,6 +174,7 @@ def served_log(name:str|None=None, # The served model (default: every model with
         for g in (segments(f) if with_rolled else []) + [f]:
             if g.exists(): rows += [json.loads(l) for l in g.read_text().splitlines() if l.strip()]
     if not shadow: rows = [r for r in rows if not r.get('shadow')]
+    if not batch: rows = [r for r in rows if r.get('source') != 'batch']
     if not rows: return pd.DataFrame()
     inp = [r['input'] if isinstance(r['input'], dict) else {f"x{i}": v for i, v in enumerate(r['input'] if isinstance(r['input'], list) else [r['input']])} for r in rows]
     meta = pd.DataFrame([{k: r.get(k) for k in ('id', 'time', 'model', 'version', 'latency_ms')} | {'prediction': r['output']} |
