@@ -102,7 +102,7 @@ def _check_type(s:Setting, v:Any, where):
 
 def _from_env(s:Setting, raw:str):
     t, where = s.type, f"environment variable {s.env}"
-    if s.also and raw.strip()[:1] in '{[' and raw.strip():  # a table or a list, as JSON
+    if (s.also or t is dict) and raw.strip()[:1] in '{[' and raw.strip():  # a table or a list, as JSON
         try: return _check_type(s, json.loads(raw), lambda: where)
         except ValueError: raise ConfigError(f"{where}={raw!r} is not valid JSON", hint=f"e.g. {s.env}='{{\"cpu\": 0.05}}'") from None
     try:

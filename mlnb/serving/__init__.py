@@ -1,4 +1,4 @@
-"""From a run to predictions: the registry and its aliases (registry), micro-batching and a cache (batching), int8 quantization (quantize), a loaded version and its input schema (slots), batch scoring (scoring), the serving engine (engine), its FastAPI app (app), and `mlnb serve` (server).
+"""From a run to predictions: the registry and its aliases (registry), micro-batching and a cache (batching), int8 quantization (quantize), a loaded version and its input schema (slots), batch scoring (scoring), human review of decisions (review), the serving engine (engine), its FastAPI app (app), and `mlnb serve` (server).
 
 Docs: https://mlnb.github.io/mlnb/serving.html.md"""
 
@@ -13,8 +13,9 @@ from .batching import *
 from .quantize import *
 from .slots import *
 from .scoring import *
+from .review import *
 from .engine import *
 from .app import *
 from .server import *
-from . import registry, batching, quantize, slots, scoring, engine, app, server
-__all__ = [n for m in (registry, batching, quantize, slots, scoring, engine, app, server,) for n in m.__all__]  # the package's public names: its modules'
+from . import registry, batching, quantize, slots, scoring, review, engine, app, server
+__all__ = [n for m in (registry, batching, quantize, slots, scoring, review, engine, app, server,) for n in m.__all__]  # the package's public names: its modules'

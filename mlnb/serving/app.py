@@ -7,11 +7,12 @@ Docs: https://mlnb.github.io/mlnb/serving_app.html.md"""
 # %% ../../nbs/68_serving_app.ipynb #91b7dea4
 from __future__ import annotations
 import asyncio, json, logging, time, uuid
-from typing import Any
+from typing import Any, Literal
 from fastcore.meta import delegates
 from ..core import MlnbError, need
 from ..config import find_project
 from .engine import ModelServer
+from .review import ReviewError, decision
 from .slots import ModelSlot, instance_type, output_type, scalar_field
 from ..track.predictions import add_feedback, dumps_bytes, loads_bytes
 
@@ -19,7 +20,7 @@ from ..track.predictions import add_feedback, dumps_bytes, loads_bytes
 __all__ = ['create_app']
 
 # %% ../../nbs/68_serving_app.ipynb #f8c41897
-_PATHS = {'/predict', '/feedback', '/health', '/ready', '/metrics', '/model', '/reload', '/docs', '/openapi.json'}
+_PATHS = {'/predict', '/feedback', '/decisions', '/health', '/ready', '/metrics', '/model', '/reload', '/docs', '/openapi.json'}
 
 def _error(msg:str, # One line: what is wrong
            detail:list|None=None, # Pydantic-style entries (`loc`, `msg`, `type`, `input`), one per problem
@@ -39,7 +40,7 @@ class _Guard:
     async def __call__(self, scope, receive, send):
         if scope['type'] != 'http': return await self.app(scope, receive, send)
         srv, path, t0, status = self.srv, scope['path'], time.perf_counter(), [500]
-        label = path if path in _PATHS else 'other'
+        label = path if path in _PATHS else '/decisions' if path.startswith('/decisions/') else 'other'
         async def send_(m):
             if m['type'] == 'http.response.start': status[0] = m['status']
             await send(m)
@@ -133,10 +134,19 @@ def _response_models(slot:ModelSlot, Inst):
         detail: list[dict[str, Any]] = Field(description="One entry per problem (`loc`: where, `msg`: what), or empty")
         error_id: str|None = Field(None, description="The id this error is logged under in the server log (model and server failures)")
     Out = output_type(slot)
+    class Review(BaseModel):
+        "A decision sent to human review (setting `serve.review`): held (`pending_review`: ask GET /decisions/{ticket}) or answered and `flagged`."
+        status: Literal['pending_review', 'flagged']; ticket: str
     One = create_model('Prediction', __doc__="The answer to one instance.", id=(str, Field(description="The prediction's id, for POST /feedback")),
-                       prediction=(Out, ...), model=(str, ...), version=(int, ...))
+                       prediction=(Out|None, Field(description="The answer; null while a held decision awaits review")), model=(str, ...), version=(int, ...),
+                       review=(Review|None, Field(None, description="Present when the decision went to human review")))
     Many = create_model('Predictions', __doc__="The answer to a list of instances, in their order.", ids=(list[str], ...),
-                        predictions=(list[Out], ...), model=(str, ...), version=(int, ...))
+                        predictions=(list[Out|None], ...), model=(str, ...), version=(int, ...),
+                        reviews=(list[Review|None]|None, Field(None, description="Present when a decision went to human review: one entry per instance")))
+    class Decision(BaseModel):
+        "A reviewed decision: its state, the model's answer, and the final answer once a person decided."
+        id: str; model: str; version: int; status: Literal['pending', 'approved', 'overridden']; mode: str|None; reason: str|None
+        model_answer: Any; prediction: Any = Field(description="The final answer: null while pending (held), the reviewer's once decided"); by: str|None; why: str|None
     class PredictResponse(RootModel[One | Many]): "One instance was sent: `Prediction`; a list: `Predictions`."
     class Accepted(BaseModel): accepted: int = Field(description="Labels stored")
     class Health(BaseModel): status: str
@@ -149,7 +159,7 @@ def _response_models(slot:ModelSlot, Inst):
     class Swap(BaseModel):
         swapped: bool; version: int|None; previous: int|None = None; error: str|None = None
     class ReloadResult(Swap): challenger: Swap|None = None
-    return dict(ErrorBody=ErrorBody, PredictResponse=PredictResponse, Accepted=Accepted, Health=Health, Ready=Ready,
+    return dict(ErrorBody=ErrorBody, PredictResponse=PredictResponse, Accepted=Accepted, Decision=Decision, Health=Health, Ready=Ready,
                 ModelInfo=ModelInfo, ReloadResult=ReloadResult)
 
 def _document_errors(spec:dict, srv:ModelServer, ErrorBody) -> dict:
@@ -315,6 +325,13 @@ def create_app(target:str, # `NAME@ALIAS`, `NAME/VERSION` or `NAME`
              responses={200: {'model': R['Accepted'], 'description': "How many labels were stored"}},
              openapi_extra={'requestBody': {'required': True, 'content': {'application/json': {'schema': {
                  'anyOf': [fb_schema, {'type': 'array', 'items': fb_schema}]}}}}})(feedback)
+
+    @app.get('/decisions/{ticket}', summary="The final answer to a decision sent to human review", response_model=None,
+             responses={200: {'model': R['Decision'], 'description': "Its state, the model's answer and, once decided, the final one"},
+                        404: {'model': R['ErrorBody'], 'description': "No review case has this ticket"}})
+    async def decisions(ticket:str):
+        try: return await asyncio.to_thread(decision, ticket, prj)
+        except ReviewError as e: return JSONResponse(_error(e.message), status_code=404)
 
     @app.get('/health', summary="The process is up", response_model=None, responses={200: {'model': R['Health'], 'description': "Up"}})
     async def health(): return {'status': 'ok'}

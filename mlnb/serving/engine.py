@@ -14,6 +14,7 @@ from .batching import Batcher, LRUCache
 from .slots import ModelSlot, ServeError, load_slot, parse_target, predict_rows, resolve_version
 from ..track.predictions import PredictionLog, served_path
 from ..data.privacy import FieldPolicy
+from .review import ReviewPolicy, ReviewError, enqueue
 
 # %% auto #0
 __all__ = ['ModelServer']
@@ -64,6 +65,7 @@ class ModelServer:
         self.cache = LRUCache(n) if n > 0 else None
         self.log = PredictionLog(served_path(prj, self.name), st['serve.log_max_mb'] << 20, transform=FieldPolicy.of(prj).log_row) \
             if pick(log_predictions, 'serve.log_predictions') else None  # written as the field policy allows, with `input_hash`
+        self.review = ReviewPolicy.of(prj)  # which decisions a person reviews (setting `serve.review`)
         self.slot = self._load(self.alias, self.fixed_version)
         self.challenger = self._load(self.challenger_alias, self.challenger_version) if challenger else None
         if self.challenger is not None and self.challenger.signature_key() != self.slot.signature_key():
@@ -164,11 +166,23 @@ class ModelServer:
             try: await asyncio.to_thread(self.check_alias)
             except Exception: self.m_errors.labels('watch').inc()
 
-    def _log(self, ids, raw, out, version, ms, shadow=False):
+    def _log(self, ids, raw, out, version, ms, shadow=False, review=None):
         if self.log is None: return
         now, extra = time.time(), ({'shadow': True} if shadow else {})
-        self.log.add([{'id': i, 'time': now, 'model': self.name, 'version': version, 'latency_ms': round(ms, 3), 'input': r, 'output': p} | extra
-                      for i, r, p in zip(ids, raw, out)])
+        self.log.add([{'id': i, 'time': now, 'model': self.name, 'version': version, 'latency_ms': round(ms, 3), 'input': r, 'output': p} | extra |
+                      ({'review': rv['status']} if rv else {}) for i, r, p, rv in zip(ids, raw, out, review or [None] * len(ids))])
+
+    async def _review(self, ids, raw, out, version) -> list|None:
+        "Send the decisions the review policy names to the queue; their review status (`pending_review`, `flagged`), or None when none is."
+        if not self.review.active: return None
+        try: why = self.review.reasons(raw, out)
+        except ReviewError as e:  # a policy that cannot judge this input: a person does
+            self.m_errors.labels('review').inc(); why = [f"the review policy failed: {e.message}"] * len(out)
+        if not any(why): return None
+        await asyncio.to_thread(enqueue, self.prj, self.name, [{'ticket': ids[k], 'version': version, 'input': raw[k], 'output': out[k],
+                                                                 'reason': w, 'mode': self.review.mode} for k, w in enumerate(why) if w])
+        st = 'pending_review' if self.review.mode == 'hold' else 'flagged'
+        return [{'status': st, 'ticket': ids[k]} if w else None for k, w in enumerate(why)]
 
     async def predict(self, instances:list, single:bool) -> dict:
         "Predictions for validated instances (split or shadow to the challenger, cache, batcher, log)."
@@ -196,10 +210,12 @@ class ModelServer:
         dt = time.perf_counter() - t0
         v = str(version)
         self.m_predictions.labels(v, 'answer').inc(len(raw)); self.m_pred_latency.labels(v, 'answer').observe(dt)
-        self._log(ids, raw, out, version, dt * 1000)
+        review = await self._review(ids, raw, out, version)
+        self._log(ids, raw, out, version, dt * 1000, review=review)
         if self.shadow: self._shadow_copy(instances, raw, ids)
-        if single: return {'id': ids[0], 'prediction': out[0], 'model': self.name, 'version': version}
-        return {'ids': ids, 'predictions': out, 'model': self.name, 'version': version}
+        if review and self.review.mode == 'hold': out = [None if r else o for o, r in zip(out, review)]  # answered after review
+        if single: return {'id': ids[0], 'prediction': out[0], 'model': self.name, 'version': version} | ({'review': review[0]} if review else {})
+        return {'ids': ids, 'predictions': out, 'model': self.name, 'version': version} | ({'reviews': review} if review else {})
 
     def _shadow_copy(self, instances, raw, ids):
         "Score a copy on the challenger in the background; its predictions are logged (same ids, its version), never returned."

@@ -203,12 +203,13 @@ def feedback_path(prj:Project, # The project
 
 def add_feedback(prj:Project, # The project
                  name:str, # The served model
-                 items:list[dict], # `{id, label}` items: a prediction id as `/predict` returned it, and its ground truth
+                 items:list[dict], # `{id, label}` items: a prediction id as `/predict` returned it, and its ground truth (with `source` and `by`: where a trusted label came from, e.g. a human review)
                 ) -> int:
     "Append `{id, label}` items to the feedback of `name`; returns how many."
     p = feedback_path(prj, name); p.parent.mkdir(parents=True, exist_ok=True)
     now = time.time()
-    data = ''.join(json.dumps({'id': i['id'], 'label': i['label'], 'time': now}, default=str) + '\n' for i in items)
+    data = ''.join(json.dumps({'id': i['id'], 'label': i['label'], 'time': now} | {k: i[k] for k in ('source', 'by') if i.get(k) is not None},
+                              default=str) + '\n' for i in items)
     with _FEEDBACK_LOCK, open(p, 'a') as f: f.write(data)
     return len(items)
 

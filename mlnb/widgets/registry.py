@@ -1,4 +1,4 @@
-"""Live views for `%mlnb registry` (the versions table with Promote and Rollback buttons that ask for confirmation: the human in the loop) and `%mlnb serve` (the server's status with Refresh and Stop).
+"""Live views for `%mlnb registry` (the versions table with Promote and Rollback buttons that ask for confirmation: the human in the loop) and `%mlnb serve` (the server's status with Refresh and Stop), and `%mlnb review` (the reviewer's desk for decisions sent to a person: explain, approve, override).
 
 Docs: https://mlnb.github.io/mlnb/widgets_registry.html.md"""
 
@@ -7,11 +7,11 @@ Docs: https://mlnb.github.io/mlnb/widgets_registry.html.md"""
 # %% ../../nbs/96_widgets_registry.ipynb #925c549f
 from __future__ import annotations
 import html
-from ..core import MlnbError, need
+from ..core import MlnbError, html_table, need
 from .base import LiveView
 
 # %% auto #0
-__all__ = ['RegistryView', 'make_view', 'ServeView', 'make_serve_view']
+__all__ = ['RegistryView', 'make_view', 'ServeView', 'make_serve_view', 'ReviewView', 'make_review_view']
 
 # %% ../../nbs/96_widgets_registry.ipynb #27ec4bee
 class RegistryView(LiveView):
@@ -99,3 +99,75 @@ def make_serve_view(args, # The parsed `%mlnb serve` arguments
                    ) -> ServeView:
     "The live view of `%mlnb serve`."
     return ServeView(f"serve {args.target}")
+
+# %% ../../nbs/96_widgets_registry.ipynb #588251f3
+class ReviewView(LiveView):
+    "The pending review cases: pick one, see its input, the model's answer and its explanation; approve or override it with a reason."
+    def __init__(self, title:str="review", # The view's title
+                 name:str|None=None, # Only this served model's cases
+                 actions:dict|None=None, # `{'list': f(), 'decide': f(ticket, action, label, reason), 'explain': f(case)}` (default: `mlnb.serving.review`'s)
+                ):
+        super().__init__(title)
+        w = need('ipywidgets')
+        from mlnb.serving import review as R
+        self.actions = actions or {'list': lambda: R.review_cases(name), 'explain': lambda c: R.explain_case(c),
+                                   'decide': lambda t, a, label, reason: R.decide(t, a, label=label, reason=reason)}
+        self.case = w.Dropdown(description='case', options=[], layout=w.Layout(width='640px'))
+        self.detail, self.why, self.status = w.HTML(), w.HTML(), w.HTML()
+        self.explain_b = w.Button(description='Explain', tooltip="The features behind the model's answer to this input")
+        self.label = w.Text(description='label', placeholder="the right answer (for Override)")
+        self.reason = w.Text(description='reason', placeholder="why (recorded in the audit log)", layout=w.Layout(width='640px'))
+        self.approve_b = w.Button(description='Approve', button_style='success', tooltip="Keep the model's answer")
+        self.override_b = w.Button(description='Override', button_style='warning', tooltip="Replace it with the label")
+        self.controls = w.VBox([self.case, self.detail, self.explain_b, self.why, self.label, self.reason, w.HBox([self.approve_b, self.override_b])])
+        self.widget = w.VBox([self.html, self.controls, self.status])
+        self.case.observe(lambda ch: self._show(), names='value')
+        self.explain_b.on_click(lambda b: self._explain())
+        self.approve_b.on_click(lambda b: self._decide('approve')); self.override_b.on_click(lambda b: self._decide('override'))
+
+    def finish(self, result, error=None):
+        super().finish(result, error)
+        self.cases = {c['ticket']: c for c in (result or [])}
+        keep = self.case.value
+        self.case.options = [(f"{t[:8]}… {c['model']} v{c['version']}: {c['reason']}", t) for t, c in self.cases.items()]
+        self.case.value = keep if keep in self.cases else next(iter(self.cases), None)
+        self.controls.layout.display = 'flex' if self.cases else 'none'
+        self._show()
+
+    def _show(self):
+        c = self.cases.get(self.case.value) if getattr(self, 'cases', None) else None
+        self.why.value = ''
+        if c is None: self.detail.value = ''; return
+        rows = ''.join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in (c.get('input') or {}).items()) \
+               if isinstance(c.get('input'), dict) else f"<tr><td>input</td><td>{html.escape(str(c.get('input')))}</td></tr>"
+        self.detail.value = (f"<div class='mlnb-case'><b>model's answer:</b> {html.escape(str(c['output']))} &nbsp; <b>why review:</b> {html.escape(str(c['reason']))}"
+                             f" &nbsp; <b>mode:</b> {html.escape(str(c.get('mode')))}<table class='mlnb-table'>{rows}</table></div>")
+
+    def _explain(self):
+        c = self.cases.get(self.case.value)
+        if c is None: return
+        try:
+            ex = self.actions['explain'](c)
+            imp = ex.importance.head(8) if hasattr(ex, 'importance') else None
+            self.why.value = (html_table([{'feature': r.feature, 'weight': f"{r[imp.columns[1]]:.4g}"} for r in imp.itertuples()], ['feature', 'weight'],
+                                         caption="what drove the answer") if imp is not None else html.escape(repr(ex)))
+        except Exception as e: self.why.value = f"<span style='color:var(--jp-error-color1,#c00)'>✘ {html.escape(str(e))}</span>"
+
+    def _decide(self, action):
+        t = self.case.value
+        if t is None: return
+        try:
+            d = self.actions['decide'](t, action, self.label.value.strip() or None, self.reason.value.strip())
+            self.status.value = (f"<span class='mlnb-decided' style='color:var(--jp-success-color1,#080)'>✔ {html.escape(t[:8])}… {html.escape(d['status'])}: "
+                                 f"{html.escape(str(d['prediction']))}</span>")
+            self.label.value = self.reason.value = ''
+        except MlnbError as e:
+            self.status.value = f"<span style='color:var(--jp-error-color1,#c00)'>✘ {html.escape(str(e))}</span>"; return
+        try: self.finish(self.actions['list']())
+        except Exception as e: self.status.value += f"<div>could not refresh: {html.escape(str(e))}</div>"
+
+def make_review_view(args, # The parsed `%mlnb review` arguments
+                     ctx, # The verb's context
+                    ) -> ReviewView:
+    "The live view of `%mlnb review`."
+    return ReviewView(f"review{' ' + args.name if getattr(args, 'name', None) else ''}", name=getattr(args, 'name', None))
