@@ -35,6 +35,11 @@ CELLS = [
     "%mlnb train model --data digits --val 0.2 --epochs 3 --batch-size 32 --lr 0.01 --metrics accuracy --name mlp",
     "%mlnb runs",
     "%mlnb drift ref cur",
+    # a decision the review policy held (issue 22, point 4), then the reviewer's desk
+    "from mlnb.serving.review import enqueue\n"
+    "enqueue(None, 'loan', [{'ticket': 'ab' * 16, 'version': 1, 'input': {'income': 1200}, 'output': 0.55,\n"
+    "                        'reason': 'confidence 0.55 below 0.8', 'mode': 'hold'}])",
+    "%mlnb review",
 ]
 
 def _free_port():
@@ -244,6 +249,20 @@ def test_widgets_in_browser(app, playwright_browser, tmp_path):
         _readable(cell.locator('.mlnb-view').first, 'drift view')
         _shot(page, app, '5_drift', cell)
 
+        _wait_done(_run(page, 6), 60)  # a held decision in the review queue
+        cell = _run(page, 7)  # %mlnb review: the reviewer overrides it with a reason, in the widget
+        _wait_done(cell, 120)
+        cell.locator('.mlnb-case').first.wait_for(timeout=30_000)
+        assert 'confidence 0.55 below 0.8' in cell.locator('.jp-OutputArea').inner_text()
+        cell.locator('input[placeholder="the right answer (for Override)"]').fill('1')
+        cell.locator('input[placeholder="why (recorded in the audit log)"]').fill('pay slips checked by hand')
+        _shot(page, app, '6_review', cell)
+        cell.locator('button', has_text='Override').click()
+        cell.locator('.mlnb-decided').first.wait_for(timeout=30_000)
+        assert 'overridden: 1' in cell.locator('.mlnb-decided').first.inner_text()
+        _readable(cell.locator('.mlnb-view').first, 'review view')
+        _shot(page, app, '7_reviewed', cell)
+
         assert page.locator('iframe').count() == 0, "a widget rendered an iframe"
         page.keyboard.press('Control+s')
         time.sleep(1.5)
@@ -258,6 +277,11 @@ def test_widgets_in_browser(app, playwright_browser, tmp_path):
     nb = json.loads((root/'e2e.ipynb').read_text())
     errs = [(i, o.get('ename'), o.get('evalue')) for i, c in enumerate(nb['cells']) for o in c.get('outputs', []) if o.get('output_type') == 'error']
     assert not errs, f"cells raised: {errs}"
+    from mlnb.serving.review import decision  # the widget's decision is the record's: audited, a trusted label
+    d = decision('ab' * 16, project=root)
+    assert (d['status'], d['prediction'], d['why']) == ('overridden', 1, 'pay slips checked by hand')
+    fb = [json.loads(l) for l in (root/'.mlnb'/'served'/'feedback'/'loan.jsonl').read_text().splitlines()]
+    assert [(f['id'], f['label'], f['source']) for f in fb] == [('ab' * 16, 1, 'review')]
     known = [e for e in errors if any(r.search(e) for r in UPSTREAM.get(app, []))]
     if known: (ARTIFACTS/f'{app}_upstream_errors.txt').write_text('\n\n'.join(known))
     errors = [e for e in errors if e not in known]
