@@ -58,7 +58,7 @@ TEMPLATE = """# Model card: {{ title }}
 {{ limitations or "_Not stated: set `card.limitations` in mlnb.toml or pass `limitations=`._" }}
 
 ## EU AI Act technical documentation
-{% if aiact.fields %}{% if aiact.risk %}Declared risk category: **{{ aiact.risk }}** ({{ aiact.meaning }}). Required for it: {{ aiact.required|join(', ') }}.{% else %}_No risk category declared: set `card.risk` in mlnb.toml [card] to minimal, limited or high._{% endif %}
+{% if aiact.fields %}{% if aiact.risk %}Declared risk category (`card.risk`): **{{ aiact.risk }}**; {{ aiact.required|length }} of the {{ aiact.fields|length }} fields below are required for it.{% else %}_No risk category declared: set `card.risk` in mlnb.toml [card] to minimal, limited or high._{% endif %}
 
 {% for f in aiact.fields %}**{{ f.label|capitalize }}** ({{ f.article }}{{ '; required' if f.required else '' }})
 
