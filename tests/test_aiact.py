@@ -45,9 +45,9 @@ def loans(tmp_path_factory):
     raw.parent.mkdir(exist_ok=True); df.to_csv(raw, index=False)
     md5 = hashlib.md5(raw.read_bytes()).hexdigest()
     (prj.root/'data'/'raw.csv.dvc').write_text(f"outs:\n- md5: {md5}\n  size: {raw.stat().st_size}\n  hash: md5\n  path: raw.csv\n")
+    from mlnb.track.store import experiment_id
     prev = mlflow.get_tracking_uri(); mlflow.set_tracking_uri(prj.tracking_uri)
-    client = mlflow.MlflowClient(prj.tracking_uri)
-    exp_id = client.create_experiment('aiact')
+    exp_id = experiment_id(mlflow.MlflowClient(prj.tracking_uri), prj, 'aiact')  # its artifacts in the project, not the working folder
     X, y = df[['a', 'b']], df.target
     with mlflow.start_run(run_name='train', experiment_id=exp_id, tags={'mlnb.dvc.data/raw.csv': md5, 'mlnb.git.commit': 'abc123def4567890'}):
         m = LogisticRegression().fit(X, y)
