@@ -15,6 +15,7 @@ from ..config import find_project, setting
 from ..project import starter_file
 from ..track.store import mlflow_client
 from .evidence import evidence_command, gather_evidence, metric_tables, training_data
+from .aiact import documentation, require
 
 # %% auto #0
 __all__ = ['TEMPLATE', 'CardError', 'Score', 'gather', 'ModelCard', 'card_page', 'render', 'card', 'card_files']
@@ -56,7 +57,18 @@ TEMPLATE = """# Model card: {{ title }}
 ## Limitations
 {{ limitations or "_Not stated: set `card.limitations` in mlnb.toml or pass `limitations=`._" }}
 
-## Training data
+## EU AI Act technical documentation
+{% if aiact.fields %}{% if aiact.risk %}Declared risk category (`card.risk`): **{{ aiact.risk }}**; {{ aiact.required|length }} of the {{ aiact.fields|length }} fields below are required for it.{% else %}_No risk category declared: set `card.risk` in mlnb.toml [card] to minimal, limited or high._{% endif %}
+
+{% for f in aiact.fields %}**{{ f.label|capitalize }}** ({{ f.article }}{{ '; required' if f.required else '' }})
+
+{% if f.value %}{{ f.value }}
+
+{% endif %}{% if f.empty %}_{{ f.hint }}_
+
+{% endif %}{% endfor %}{% else %}_Not gathered: `card()` fills this section from the record and the `card.*` settings._
+
+{% endif %}## Training data
 {% if data %}From the run's lineage (DVC hashes, dataset inputs, data versions loaded){% if commit %}, at git commit `{{ commit }}`{% endif %}.
 
 | data | md5 (DVC) | size (bytes) | rows | columns | made by | version | git commit |
@@ -347,12 +359,14 @@ def card(run_or_version, # A run id or `Run`, a `ModelVersion`, 'name/version', 
          log:bool=True, # Log card.md/card.html to the run, tag the registered versions with both (`mlnb.card`, `mlnb.card.html`) and rewrite the card files of the aliases the version holds (`card_files`)
          out:str|Path|None=None, # Also write the card to this file: HTML for `.html`, else Markdown
          project=None, # The project (default: the one at the current folder)
+         check:bool=False, # Fail when a field the declared risk category requires is empty (for CI)
         ) -> ModelCard:
     "The model card of a run or a registered model version, from what the run recorded."
     ctx = gather(run_or_version, project=project)
     prj, client = ctx['project'], ctx.pop('client')
     ctx['intended_use'] = intended_use if intended_use is not None else prj.settings['card.intended_use']
     ctx['limitations'] = limitations if limitations is not None else prj.settings['card.limitations']
+    ctx['aiact'] = documentation(ctx, client)  # the EU AI Act's fields, from the record and the `card.*` settings (`monitor.aiact`)
     md, html = render(ctx, template)
     if log:
         rid = ctx['run']['id']
@@ -365,6 +379,7 @@ def card(run_or_version, # A run id or `Run`, a `ModelVersion`, 'name/version', 
     c = ModelCard(md, html, ctx)
     if log: card_files(c, project=prj)  # the project's card files of an alias always show the card made last
     if out: c.save(out)
+    if check: require(ctx)  # after the card is written: CI fails with it in hand
     return c
 
 def card_files(c:ModelCard, # A card of a registered version (from `card`)
