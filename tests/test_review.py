@@ -119,3 +119,11 @@ def test_low_confidence_is_held_reviewed_and_answered(prj):
 def test_a_bad_policy_stops_the_server_with_one_line(prj):
     r = cli(prj, 'serve', 'risk@champion', '--port', '1', check=False, MLNB_SERVE_REVIEW='{"confidence": 0.8, "mode": "later"}')
     assert r.returncode != 0 and "mode 'later' is not hold or flag" in r.stderr and 'Traceback' not in r.stderr
+
+
+def test_the_card_states_the_oversight_in_force(prj):
+    "The AI Act section's human oversight names the review policy and how many decisions people made (after the test above)."
+    from mlnb.monitor.cards import card
+    md = card('risk@champion', log=False, project=prj).markdown
+    assert 'Served decisions go to human review by the policy in force (`serve.review`: confidence 0.8, mode "hold")' in md
+    assert '2 reviewed so far' in md

@@ -179,6 +179,14 @@ def documentation(context:dict, # From `monitor.cards.gather`, with `intended_us
                        hint=f"Not declared: set `card.risk` in mlnb.toml [card] to {', '.join(RISKS)}.")
     out['intended_purpose'] = stated('card.intended_purpose', context.get('intended_use') or '')
     out['intended_purpose']['hint'] = "Not stated: set `card.intended_purpose` (or `card.intended_use`) in mlnb.toml [card]."
+    rv = dict(st.get('serve.review') or {})
+    if rv:  # the review policy in force, and how many decisions people made under it (the audit log's `review` entries)
+        from mlnb.audit import audit_log as _al
+        done = [e for e in _al(prj).entries() if e.get('action') == 'review' and (model is None or e.get('model') == model)]
+        rule = ', '.join(f"{k} {json.dumps(v)}" for k, v in rv.items())
+        out['human_oversight']['value'] = '\n\n'.join(x for x in (out['human_oversight']['value'],
+            f"Served decisions go to human review by the policy in force (`serve.review`: {rule}); {len(done)} reviewed so far "
+            f"(`mlnb review` lists the pending ones; each decision is audited and becomes a trusted label).") if x)
     out['limitations'] = stated('card.limitations', '')
     out['limitations']['value'] = (context.get('limitations') if context.get('limitations') is not None else txt('card.limitations')) or ''
     # data governance: sources and versions from the lineage, their origin from a person
@@ -235,6 +243,10 @@ def documentation(context:dict, # From `monitor.cards.gather`, with `intended_us
                      + (f", a new segment every {st.get('serve.log_max_mb')} MB" if st.get('serve.log_max_mb') else '') + '.')
     elif on: lines.append("Every served prediction is logged (`serve.log_predictions` on) under `.mlnb/served/`.")
     ret = [f"`{n}` = {json.dumps(v)}" for n, v, _ in st.rows() if 'retention' in n]
+    if on: lines.append("Closed segments are sealed in the audit log (their hash, rows and times), so `mlnb audit verify` detects an edit; "
+                        "`mlnb predictions show ID` answers for one decision.")
+    pf = dict(st.get('privacy.fields') or {})
+    if on and pf: lines.append(f"What is written of each input follows the field policy (`privacy.fields`: {', '.join(f'{k} {v}' for k, v in pf.items())}).")
     if on: lines.append(f"Retention: {', '.join(ret)}." if ret else "Retention: no retention policy is set; the prediction log is kept until deleted.")
     al = audit_log(prj)
     rel = al.path.relative_to(prj.root) if al.path.is_relative_to(prj.root) else al.path
