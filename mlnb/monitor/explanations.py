@@ -14,7 +14,7 @@ from ..config import setting
 
 # %% auto #0
 __all__ = ['ExplainError', 'explainer_kind', 'Explanation', 'LimeExplanation', 'explain_lime', 'registered_model', 'explain',
-           'FairnessError', 'FairnessResult', 'fairness']
+           'FairnessError', 'FairnessResult', 'fairness', 'fairness_view']
 
 # %% ../../nbs/54_monitor_explanations.ipynb #f24f505f
 class ExplainError(MlnbError):
@@ -415,6 +415,7 @@ class FairnessResult:
     classes: list = field(default_factory=list)  # Multiclass: the classes, in the order of `recall_<class>` columns
     n_boot: int = 0  # Bootstrap resamples behind the intervals
     min_group: int = 30  # Groups smaller than this are marked unreliable
+    ci: float = 0.95  # The confidence level of the intervals
     @property
     def summary(self) -> str:
         "One sentence: the headline gaps, and which of them are within noise."
@@ -441,7 +442,7 @@ class FairnessResult:
                     equalized_odds_difference=clean(self.equalized_odds_difference),
                     gaps={k: clean(v) for k, v in self.gaps.items()}, gap_ci={k: [clean(a) for a in v] for k, v in self.gap_ci.items()},
                     noise=dict(self.noise), metrics=list(self.metrics), classes=[clean(c) for c in self.classes],
-                    n_boot=self.n_boot, min_group=self.min_group, groups=groups)
+                    n_boot=self.n_boot, min_group=self.min_group, ci=self.ci, groups=groups)
     def __repr__(self):
         cols = ['group', 'n'] + self.metrics + ['note']
         return f"{self.summary}\n{self.table[[c for c in cols if c in self.table]].to_string(index=False)}"
@@ -590,7 +591,7 @@ def fairness(model, # A fitted model (classifier or regressor), a registered one
             put(f'{kind}_difference', per[worst])
     res = FairnessResult(table, name, gaps.get('demographic_parity_difference', float('nan')), gaps.get('equalized_odds_difference', float('nan')),
                          task=task, gaps=gaps, gap_ci=gap_ci, noise=noise, metrics=[label(m) for m in fns], classes=classes,
-                         n_boot=n_boot, min_group=min_group)
+                         n_boot=n_boot, min_group=min_group, ci=ci)
     emit('fairness.done', msg=res.summary, task=task)
     import json
     from mlnb.monitor.datadrift import data_label, log_to_run
@@ -598,6 +599,49 @@ def fairness(model, # A fitted model (classifier or regressor), a registered one
                {'fairness.sensitive': name, 'fairness.task': task, 'fairness.data': data_label(data)},
                {'fairness.json': json.dumps(res.to_dict(), default=str, indent=1)}, 'fairness', model=ref, project=project)
     return res
+
+# %% ../../nbs/54_monitor_explanations.ipynb #51633832
+_HEAD = {'selection_rate': 'selection rate', 'tpr': 'TPR', 'fpr': 'FPR', 'accuracy': 'accuracy', 'mae': 'MAE', 'rmse': 'RMSE', 'bias': 'bias (mean error)'}
+_HEADLINE = {'binary': ['demographic_parity_difference', 'equalized_odds_difference'], 'multiclass': ['accuracy_difference', 'recall_difference', 'precision_difference'],
+             'regression': ['mae_difference', 'rmse_difference', 'bias_difference']}
+
+def fairness_view(d:dict, # A `FairnessResult.to_dict()` (as logged in fairness.json; older binary-only records too)
+                  digits:int=3, # Significant digits in the cells
+                 ) -> dict:
+    "What a card or report shows of a fairness result: `headline` (the gaps, with intervals), `headers`, `rows` (group, n, cells 'value [lo, hi]', note), `noise_note`, and `chart` (`{group: 0…1}`) with `chart_title`."
+    import math
+    d = dict(d or {})
+    task = d.get('task') or 'binary'
+    metrics = d.get('metrics') or ['selection_rate', 'tpr', 'fpr', 'accuracy']
+    f = lambda v: '—' if v is None or (isinstance(v, float) and math.isnan(v)) else (f"{v:.{digits}g}" if isinstance(v, float) else str(v))
+    gaps = dict(d.get('gaps') or {k: d.get(k) for k in _HEADLINE['binary'] if d.get(k) is not None})
+    ci, noise = d.get('gap_ci') or {}, d.get('noise') or {}
+    def said(k):
+        lo, hi = (ci.get(k) or [None, None])[:2]
+        return f"{k.replace('_', ' ')} {f(gaps[k])}" + (f" [{f(lo)}, {f(hi)}]" if lo is not None and hi is not None else '')
+    keys = [k for k in _HEADLINE.get(task, []) if k in gaps]
+    rows = []
+    for g in d.get('groups') or []:
+        cells = []
+        for m in metrics:
+            lo, hi = g.get(f'{m}_lo'), g.get(f'{m}_hi')
+            cells.append(f(g.get(m)) + (f" [{f(lo)}, {f(hi)}]" if lo is not None and hi is not None else ''))
+        rows.append(dict(group=g.get('group'), n=g.get('n'), cells=cells, note=g.get('note') or ''))
+    noisy = [k.replace('_', ' ') for k in keys if noise.get(k)]
+    small = [str(g.get('group')) for g in d.get('groups') or [] if g.get('reliable') is False]
+    note = ''
+    if noisy: note += f"Within noise (the extreme groups' intervals overlap, or one has fewer than {d.get('min_group', 30)} rows): {', '.join(noisy)}. "
+    elif keys and 'noise' in d: note += "The gaps above are beyond the noise of the bootstrap. "
+    if small: note += f"Small groups, not findings: {', '.join(small)}."
+    head = lambda m: _HEAD.get(m) or m.replace('_', ' ')
+    cm = {'binary': 'selection_rate', 'regression': 'mae'}.get(task, 'accuracy')
+    vals = {str(g.get('group')): float(g.get(cm) or 0) for g in d.get('groups') or []}
+    top = max([abs(v) for v in vals.values()] + [0]) or 1.0
+    scale = 1.0 if task != 'regression' else top
+    return dict(task=task, sensitive=d.get('sensitive'), classes=d.get('classes') or [], headline=', '.join(said(k) for k in keys),
+                headers=[head(m) for m in metrics], rows=rows, noise_note=note.strip(), n_boot=d.get('n_boot') or 0, ci=d.get('ci') or 0.95,
+                chart={k: v / scale for k, v in vals.items()},
+                chart_title=f"{head(cm)} by {d.get('sensitive', 'group')}" + (', relative to the largest' if task == 'regression' else ''))
 
 # %% ../../nbs/54_monitor_explanations.ipynb #6f1c398d
 def _obj(v, what:str, ctx):
