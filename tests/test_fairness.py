@@ -130,7 +130,18 @@ def test_bad_inputs_are_one_line_errors_with_a_hint(kw, msg):
     assert msg in str(e.value) and '\n' not in str(e.value) and e.value.hint
 
 
-def test_setting_names_the_sensitive_columns_for_the_function_the_card_and_the_cli(prj, mlnb_cli):
+def _cli(*args):
+    "`mlnb ARGS` in this process (what the command prints, as the shell would show it): (status, stdout, stderr)."
+    import contextlib, io
+    from mlnb.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try: rc = main([str(a) for a in args])
+        except SystemExit as e: rc = e.code
+    return rc, out.getvalue(), err.getvalue()
+
+
+def test_setting_names_the_sensitive_columns_for_the_function_the_card_and_the_cli(prj):
     "With fairness.sensitive and fairness.target set, `fairness(model, data)` needs no columns, the card's command names them, the CLI takes a comma list."
     import mlnb
     from mlnb.monitor.cards import card
@@ -151,9 +162,9 @@ def test_setting_names_the_sensitive_columns_for_the_function_the_card_and_the_c
         sec = _section(card('iris/2', project=q, log=False).markdown, 'Fairness')
         assert '`mlnb fairness iris/2 DATA --sensitive sex,age --target species`' in sec, sec
         di.to_csv(p.root/'iris.csv', index=False)
-        r = mlnb_cli('fairness', 'iris/2', 'iris.csv', '--sensitive', 'sex,age', '--target', 'species', '--features', *feats, cwd=p.root)
-        assert r.returncode == 0, r.stderr
-        assert r.stdout.startswith('fairness by sex|age: accuracy difference'), r.stdout
+        rc, out, err = _cli('fairness', 'iris/2', 'iris.csv', '--sensitive', 'sex,age', '--target', 'species', '--features', *feats)
+        assert rc == 0, err
+        assert out.startswith('fairness by sex|age: accuracy difference'), out
         sec = _section(card('iris/2', project=q, log=False).markdown, 'Fairness')
         assert '| F|young |' in sec and 'recall virginica' in sec, sec
     finally:
@@ -197,12 +208,12 @@ def test_lime_on_a_text_pipeline_and_the_project_default(prj, monkeypatch):
     assert 'shap or lime' in e.value.hint
 
 
-def test_explain_cli_takes_method_lime(prj, mlnb_cli):
+def test_explain_cli_takes_method_lime(prj):
     pytest.importorskip('lime')
     p, di, feats, _, _ = prj
     di[feats].to_csv(p.root/'x.csv', index=False)
-    r = mlnb_cli('explain', 'iris/1', 'x.csv', '--method', 'lime', '--rows', '3', cwd=p.root)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith('explain: lime-tabular (LIME) on LogisticRegression, 3 rows'), r.stdout
-    r = mlnb_cli('explain', 'iris/1', 'x.csv', '--method', 'anchor', cwd=p.root)
-    assert r.returncode == 2 and 'lime' in r.stderr and 'shap' in r.stderr
+    rc, out, err = _cli('explain', 'iris/1', 'x.csv', '--method', 'lime', '--rows', '3')
+    assert rc == 0, err
+    assert out.startswith('explain: lime-tabular (LIME) on LogisticRegression, 3 rows'), out
+    rc, out, err = _cli('explain', 'iris/1', 'x.csv', '--method', 'anchor')
+    assert rc == 2 and 'lime' in err and 'shap' in err, err
