@@ -217,3 +217,42 @@ def test_explain_cli_takes_method_lime(prj):
     assert out.startswith('explain: lime-tabular (LIME) on LogisticRegression, 3 rows'), out
     rc, out, err = _cli('explain', 'iris/1', 'x.csv', '--method', 'anchor')
     assert rc == 2 and 'lime' in err and 'shap' in err, err
+
+
+def test_retrain_report_has_the_fairness_of_challenger_and_champion_on_the_holdout(prj):
+    "`fairness_on_holdout` (what `retrain` calls when fairness.sensitive is set): each version's fairness, logged as evidence for it; the report's section."
+    import mlnb
+    from mlflow.tracking import MlflowClient
+    from sklearn.linear_model import LogisticRegression
+    from mlnb.pipeline.report import RetrainReport
+    from mlnb.pipeline.retraining import fairness_on_holdout
+    p, di, feats, _, _ = prj
+    r = mlnb.train(LogisticRegression(C=0.05, max_iter=300), di[feats + ['species']], target='species', val=0, name='iris-weak')
+    v = int(mlnb.register(r.run_id, 'iris').version)
+    di.to_csv(p.root/'holdout.csv', index=False)
+    toml = p.root/'mlnb.toml'
+    text = toml.read_text()
+    try:
+        toml.write_text(text.replace('sensitive = []', 'sensitive = ["sex"]').replace('target = ""\n\n[perf]', 'target = "species"\n\n[perf]'))
+        q = mlnb.find_project(p.root)
+        with mlnb.run(name='retrain iris', project=q):  # as in `retrain`: its own run is open, the evidence runs nest in it
+            out = fairness_on_holdout(q, 'iris', v, 1, p.root/'holdout.csv')
+    finally:
+        toml.write_text(text)
+    assert out['challenger']['version'] == v and out['champion']['version'] == 1 and 'note' not in out
+    assert out['challenger']['result']['task'] == 'multiclass' and out['challenger']['result']['sensitive'] == 'sex'
+    c = MlflowClient(p.tracking_uri)
+    runs = c.search_runs([e.experiment_id for e in c.search_experiments()], f"tags.`mlnb.model.name` = 'iris' and tags.`mlnb.model.version` = '{v}'")
+    assert [x.data.tags['fairness.data'] for x in runs if 'fairness.sensitive' in x.data.tags] == ['holdout.csv']
+    rep = RetrainReport('iris', decision='kept', version=v, fairness=out,
+                        comparison=dict(challenger=v, champion=1, metric='accuracy', challenger_score=0.9, champion_score=0.95, wins=False))
+    md, page = rep.markdown(), rep.html()
+    sec = md.split('## Fairness\n', 1)[1].split('\n## ', 1)[0]
+    assert f'**challenger v{v} by sex (multiclass)' in sec and '**champion v1 by sex (multiclass)' in sec, sec
+    assert '| group | n | accuracy | recall setosa |' in sec and '| F |' in sec and '| M |' in sec, sec
+    assert '<h2>Fairness</h2>' in page and 'accuracy by sex' in page
+    assert md.index('## Champion vs challenger') < md.index('## Fairness')
+    none = RetrainReport('iris', decision='no-trigger', fairness=dict(note="no challenger was registered, so there was nothing to check for fairness"))
+    assert 'nothing to check for fairness' in none.markdown().split('## Fairness\n', 1)[1]
+    bad = fairness_on_holdout(mlnb.find_project(p.root), 'iris', v, None, p.root/'holdout.csv')  # no sensitive column set
+    assert 'fairness could not be computed on the holdout: no sensitive column' in bad['note']

@@ -457,6 +457,15 @@ class FairnessResult:
             rows.append(row)
         return html_table(rows, cols, caption=html.escape(self.summary))
 
+def _model_features(model, data) -> list|None:
+    "The columns the model was fitted on (scikit-learn's `feature_names_in_`, an MLflow signature), when the data has them all."
+    names = getattr(model, 'feature_names_in_', None)
+    if names is None:
+        try: names = model.metadata.get_input_schema().input_names()
+        except Exception: names = None
+    names = [str(c) for c in names] if names is not None else None
+    return names if names and all(c in data.columns for c in names) else None
+
 def _sensitive_cols(sensitive, data) -> list:
     "The sensitive columns: one name, a comma list, or a list (each item may be a comma list)."
     if sensitive is None: return []
@@ -505,7 +514,7 @@ def fairness(model, # A fitted model (classifier or regressor), a registered one
     if prediction is not None: yhat = data[prediction].to_numpy()
     elif model is None: raise FairnessError("no model and no prediction column", hint="pass a model, or prediction='col'")
     else:
-        feats = features or [c for c in data.columns if c not in (*cols, target)]
+        feats = features or _model_features(model, data) or [c for c in data.columns if c not in (*cols, target)]
         try: yhat = np.asarray(model.predict(data[feats]))
         except Exception as e:
             raise FairnessError(f"{type(model).__name__}.predict failed: {str(e).splitlines()[0][:200]}",
