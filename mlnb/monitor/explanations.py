@@ -1,4 +1,4 @@
-"""Explanations and fairness checks: `explain` picks the SHAP explainer that fits the model, `fairness` compares a classifier's rates across groups.
+"""Explanations and fairness checks: `explain` picks the SHAP explainer that fits the model (or uses LIME), `fairness` compares a classifier's or a regressor's metrics across groups, with confidence intervals.
 
 Docs: https://mlnb.github.io/mlnb/monitor_explanations.html.md"""
 
