@@ -188,6 +188,10 @@ def test_lime_on_a_tabular_model_has_the_shape_of_shap_and_is_logged(prj):
     runs = c.search_runs([e.experiment_id for e in c.search_experiments()], "tags.`explain.method` = 'lime'")
     assert runs and runs[0].data.tags['mlnb.model.name'] == 'iris' and runs[0].data.tags['explain.explainer'] == 'lime-tabular'
     assert {a.path for a in c.list_artifacts(runs[0].info.run_id, 'explain')} == {'explain/importance.csv', 'explain/lime_bar.png'}
+    ex = explain('iris/1', di[feats], method='lime', rows=4, num_samples=300, project=p)  # the latest explanation: LIME's, on the card
+    from mlnb.monitor.cards import card
+    sec = _section(card('iris/1', project=p, log=False).markdown, 'Top SHAP features')
+    assert 'Explained with LIME' in sec and '| feature | mean abs LIME weight |' in sec and '| petal' in sec, sec
 
 
 def test_lime_on_a_text_pipeline_and_the_project_default(prj, monkeypatch):

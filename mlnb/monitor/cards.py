@@ -121,7 +121,9 @@ TEMPLATE = """# Model card: {{ title }}
 ## Top SHAP features
 {% if evidence.explain %}Computed {{ evidence.explain.date }} in run `{{ evidence.explain.run }}` ({{ evidence.explain.name }}) on {{ evidence.explain.data }}.
 
-{% endif %}{% if shap %}| feature | mean abs SHAP |
+{% endif %}{% if shap %}{% if shap_method == 'lime' %}Explained with LIME (`explain --method lime`): mean absolute LIME weight per feature.
+
+{% endif %}| feature | mean abs {{ 'LIME weight' if shap_method == 'lime' else 'SHAP' }} |
 |---|---|
 {% for f in shap %}| {{ f.feature }} | {{ f.mean_abs_shap|fmt }} |
 {% endfor %}{% else %}_No SHAP explanation was recorded for this model. To record one: `{{ missing.explain }}`._
@@ -240,16 +242,17 @@ def gather(run_or_version, # A run id or `Run`, a `ModelVersion`, 'name/version'
     hold = next((h for h in (prj.settings.get('registry.holdout'), prj.settings.get('retrain.holdout')) if h and prj.path(h).exists()), 'DATA')
     missing = {k: evidence_command(k, ref, hold, prj.settings.get('registry.target', 'target')) for k, e in ev.items() if e is None}
     drift, fair, imp = ((ev[k] or {}).get('text') for k in ('drift', 'fairness', 'explain'))
-    shap = None
+    shap, shap_method = None, 'shap'
     if imp:
         import csv, io
+        shap_method = 'lime' if 'mean_abs_weight' in imp.splitlines()[0] else 'shap'  # LIME's importance has the same shape, its own column
         shap = [dict(feature=row['feature'], mean_abs_shap=float(row.get('mean_abs_shap') or row.get('mean_abs_weight') or 0)) for row in csv.DictReader(io.StringIO(imp))][:10]
     from mlnb.core.charts import hbars
     charts = {}
     if shap:
         top = max(f['mean_abs_shap'] for f in shap) or 1.0
         charts['Top SHAP features'] = hbars({f['feature']: f['mean_abs_shap'] / top for f in shap}, w=480, label_w=170,
-                                            title='mean |SHAP|, relative to the top feature')
+                                            title=f"mean |{'LIME weight' if shap_method == 'lime' else 'SHAP'}|, relative to the top feature")
     fj = {**json.loads(fair), **fairness_view(json.loads(fair))} if fair else None  # the record's own fields stay for templates written before
     if fj and fj['chart']: charts['Fairness'] = hbars(fj['chart'], w=480, label_w=170, fmt='{:.3g}', title=fj['chart_title'])
     sens = prj.settings.get('fairness.sensitive') or []
@@ -264,7 +267,7 @@ def gather(run_or_version, # A run id or `Run`, a `ModelVersion`, 'name/version'
                 params=dict(sorted(r.data.params.items())), metrics={k: Score.of(d) for k, d in mt['model'].items()}, slices=mt['slices'], curves=mt['curves'], system=mt['system'],
                 slice_metrics=sorted({m for ms in mt['slices'].values() for m in ms}), data=data, commit=tags.get('mlnb.git.commit'), lineage=lineage,
                 evidence={k: {kk: vv for kk, vv in e.items() if kk != 'text'} for k, e in ev.items() if e}, missing=missing, charts=charts,
-                registry=registry, drift=json.loads(drift) if drift else None, fairness=fj, shap=shap)
+                registry=registry, drift=json.loads(drift) if drift else None, fairness=fj, shap=shap, shap_method=shap_method)
 
 # %% ../../nbs/57_monitor_cards.ipynb #7547119a
 @dataclass
