@@ -112,6 +112,9 @@ def test_fairness_is_seeded_and_fast_on_thousands_of_rows():
     assert time.time() - t < 3 and a.task == 'multiclass' and len(a.table) == 8
     b = fairness(None, df, sensitive=['g', 'h'], target='y', prediction='p')
     pd.testing.assert_frame_equal(a.table, b.table)
+    df.loc[:9, 'h'] = None  # a row missing one of the columns is in no intersection
+    c = fairness(None, df, sensitive='g,h', target='y', prediction='p', n_boot=0)
+    assert c.table.n.sum() == n - 10 and c.table[[m + '_lo' for m in c.metrics]].isna().all().all()
 
 
 @pytest.mark.parametrize('kw, msg', [

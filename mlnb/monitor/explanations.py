@@ -486,7 +486,7 @@ def fairness(model, # A fitted model (classifier or regressor), a registered one
              pos_label:Any=1, # The positive label (binary)
              features:list|None=None, # Columns the model takes (default: all but sensitive, target, prediction)
              task:Literal['auto', 'binary', 'multiclass', 'regression']='auto', # What the model does (auto: from the target and predictions)
-             n_boot:int=200, # Bootstrap resamples per group for the confidence intervals (0: none)
+             n_boot:int=200, # Bootstrap resamples per group for the confidence intervals (0: none, and only small groups mark a gap as noise)
              min_group:int|None=None, # Groups with fewer rows are marked unreliable (default: the `fairness.min_group` setting, 30)
              ci:float=0.95, # The confidence level of the intervals
              seed:int=0, # The bootstrap's random seed
@@ -521,7 +521,11 @@ def fairness(model, # A fitted model (classifier or regressor), a registered one
                                 hint="pass features=[...] (the model's input columns) or a prediction column") from None
     yhat = yhat.reshape(len(data), -1)[:, -1] if yhat.ndim > 1 else yhat
     y = data[target].to_numpy()
-    key = data[cols].astype('string').agg('|'.join, axis=1) if len(cols) > 1 else data[cols[0]]
+    if len(cols) > 1:  # intersections: 'F|young'; a row missing any of the columns is in no group
+        key = data[cols[0]].astype(str)
+        for c in cols[1:]: key = key + '|' + data[c].astype(str)
+        key = key.where(data[cols].notna().all(axis=1).to_numpy())
+    else: key = data[cols[0]]
     keep = key.notna().to_numpy() & pd.notna(y)
     if not keep.any(): raise FairnessError(f"no rows with both a group in {', '.join(cols)} and a target", hint="check the sensitive and target columns are filled")
     key, y, yhat = key[keep], y[keep], yhat[keep]
@@ -572,7 +576,7 @@ def fairness(model, # A fitted model (classifier or regressor), a registered one
         s = table[label(m)]
         if not s.notna().any(): return float('nan'), [float('nan')] * 2, True
         hi_g, lo_g = table.loc[s.idxmax()], table.loc[s.idxmin()]
-        noise = not (hi_g.reliable and lo_g.reliable) or not (hi_g[f'{label(m)}_lo'] > lo_g[f'{label(m)}_hi'])
+        noise = not (hi_g.reliable and lo_g.reliable) or bool(n_boot) and not (hi_g[f'{label(m)}_lo'] > lo_g[f'{label(m)}_hi'])
         ivl = [float('nan')] * 2
         if n_boot:
             with np.errstate(all='ignore'):
@@ -640,7 +644,7 @@ def fairness_view(d:dict, # A `FairnessResult.to_dict()` (as logged in fairness.
     small = [str(g.get('group')) for g in d.get('groups') or [] if g.get('reliable') is False]
     note = ''
     if noisy: note += f"Within noise (the extreme groups' intervals overlap, or one has fewer than {d.get('min_group', 30)} rows): {', '.join(noisy)}. "
-    elif keys and 'noise' in d: note += "The gaps above are beyond the noise of the bootstrap. "
+    elif keys and 'noise' in d and d.get('n_boot'): note += "The gaps above are beyond the noise of the bootstrap. "
     if small: note += f"Small groups, not findings: {', '.join(small)}."
     head = lambda m: _HEAD.get(m) or m.replace('_', ' ')
     cm = {'binary': 'selection_rate', 'regression': 'mae'}.get(task, 'accuracy')
