@@ -631,7 +631,8 @@ def fairness_view(d:dict, # A `FairnessResult.to_dict()` (as logged in fairness.
     ci, noise = d.get('gap_ci') or {}, d.get('noise') or {}
     def said(k):
         lo, hi = (ci.get(k) or [None, None])[:2]
-        return f"{k.replace('_', ' ')} {f(gaps[k])}" + (f" [{f(lo)}, {f(hi)}]" if lo is not None and hi is not None else '')
+        g = gaps[k]  # the gap itself at the card's precision (6 significant digits), its interval as the cells
+        return f"{k.replace('_', ' ')} {'—' if g is None or g != g else f'{g:.6g}'}" + (f" [{f(lo)}, {f(hi)}]" if lo is not None and hi is not None else '')
     keys = [k for k in _HEADLINE.get(task, []) if k in gaps]
     rows = []
     for g in d.get('groups') or []:
