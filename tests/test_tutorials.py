@@ -259,6 +259,19 @@ def test_tutorial_1_shows_runs_drift_and_promotion():
     train = _html_of(nb, 'res = mlnb.train(')
     assert 'val_accuracy' in train, train[:500]
 
+def test_tutorial_1_shows_fairness_on_the_cards_of_a_classifier_and_a_regressor():
+    "Issue 22, point 5: the cards of the tutorial's multiclass and regression models have their Fairness sections, per group, with intervals."
+    nb = _load('end_to_end.ipynb')
+    fair = _html_of(nb, "fair = mlnb.fairness('digits@champion'")
+    assert 'mlnb-table' in fair and 'recall_0' in fair and 'heavy' in fair, fair[:500]
+    mc = _output_of(nb, "digits_card = mlnb.card(")
+    assert 'By `ink` (multiclass: classes 0, 1, 2, 3, 4, 5, 6, 7, 8, 9)' in mc, mc[:800]
+    assert '| group | n | accuracy | recall 0 | precision 0 | recall 1 |' in mc, mc[:800]
+    for g in ('heavy', 'light'): assert re.search(rf"\| {g} \| \d+ \| [\d.]+ \[[\d.]+, [\d.]+\] \| [\d.]+ \[", mc), (g, mc[:1200])  # per-group per-class recall, with its interval
+    rg = _output_of(nb, "err = mlnb.fairness(")
+    assert 'By `sex_group` (regression)' in rg and '| group | n | MAE | RMSE | bias (mean error) | note |' in rg, rg[:800]
+    for g in ('sex 1', 'sex 2'): assert re.search(rf"\| {g} \| \d+ \| [\d.]+ \[[\d.]+, [\d.]+\] \|", rg), (g, rg[:800])  # per-group error
+
 def test_tutorial_2_shows_trials_explanation_and_card():
     nb = _load('tune_explain_card.ipynb')
     tune = _html_of(nb, 'mlnb.tune(')

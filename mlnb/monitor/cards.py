@@ -15,6 +15,7 @@ from ..config import find_project, setting
 from ..project import starter_file
 from ..track.store import mlflow_client
 from .evidence import evidence_command, gather_evidence, metric_tables, training_data
+from .explanations import fairness_view
 from .aiact import documentation, require
 
 # %% auto #0
@@ -110,12 +111,14 @@ TEMPLATE = """# Model card: {{ title }}
 ## Fairness
 {% if evidence.fairness %}Computed {{ evidence.fairness.date }} in run `{{ evidence.fairness.run }}` ({{ evidence.fairness.name }}) on {{ evidence.fairness.data }}.
 
-{% endif %}{% if fairness %}By `{{ fairness.sensitive }}`: demographic parity difference {{ fairness.demographic_parity_difference|fmt }}, equalized odds difference {{ fairness.equalized_odds_difference|fmt }}.
+{% endif %}{% if fairness %}By `{{ fairness.sensitive }}` ({{ fairness.task }}{% if fairness.classes %}: classes {{ fairness.classes|join(', ') }}{% endif %}): {{ fairness.headline }}.
 
-| group | n | selection rate | TPR | FPR | accuracy |
-|---|---|---|---|---|---|
-{% for g in fairness.groups %}| {{ g.group }} | {{ g.n }} | {{ g.selection_rate|fmt }} | {{ g.tpr|fmt }} | {{ g.fpr|fmt }} | {{ g.accuracy|fmt }} |
-{% endfor %}{% else %}_No fairness check was recorded for this model. To record one: `{{ missing.fairness }}`._
+| group | n | {{ fairness.headers|join(' | ') }} | note |
+|---|---|{% for h in fairness.headers %}---|{% endfor %}---|
+{% for g in fairness.rows %}| {{ g.group }} | {{ g.n }} | {{ g.cells|join(' | ') }} | {{ g.note }} |
+{% endfor %}
+{% if fairness.n_boot %}In brackets: {{ fairness.n_boot }}-resample bootstrap {{ '%d' % (fairness.ci * 100) }}% intervals. {% endif %}{{ fairness.noise_note }}
+{% else %}_No fairness check was recorded for this model. To record one: `{{ missing.fairness }}`._
 {% endif %}
 ## Drift
 {% if evidence.drift %}Computed {{ evidence.drift.date }} in run `{{ evidence.drift.run }}` ({{ evidence.drift.name }}) on {{ evidence.drift.data }}.
@@ -130,7 +133,9 @@ TEMPLATE = """# Model card: {{ title }}
 ## Top SHAP features
 {% if evidence.explain %}Computed {{ evidence.explain.date }} in run `{{ evidence.explain.run }}` ({{ evidence.explain.name }}) on {{ evidence.explain.data }}.
 
-{% endif %}{% if shap %}| feature | mean abs SHAP |
+{% endif %}{% if shap %}{% if shap_method == 'lime' %}Explained with LIME (`explain --method lime`): mean absolute LIME weight per feature.
+
+{% endif %}| feature | mean abs {{ 'LIME weight' if shap_method == 'lime' else 'SHAP' }} |
 |---|---|
 {% for f in shap %}| {{ f.feature }} | {{ f.mean_abs_shap|fmt }} |
 {% endfor %}{% else %}_No SHAP explanation was recorded for this model. To record one: `{{ missing.explain }}`._
@@ -249,20 +254,23 @@ def gather(run_or_version, # A run id or `Run`, a `ModelVersion`, 'name/version'
     hold = next((h for h in (prj.settings.get('registry.holdout'), prj.settings.get('retrain.holdout')) if h and prj.path(h).exists()), 'DATA')
     missing = {k: evidence_command(k, ref, hold, prj.settings.get('registry.target', 'target')) for k, e in ev.items() if e is None}
     drift, fair, imp = ((ev[k] or {}).get('text') for k in ('drift', 'fairness', 'explain'))
-    shap = None
+    shap, shap_method = None, 'shap'
     if imp:
         import csv, io
-        shap = [dict(feature=row['feature'], mean_abs_shap=float(row['mean_abs_shap'])) for row in csv.DictReader(io.StringIO(imp))][:10]
+        shap_method = 'lime' if 'mean_abs_weight' in imp.splitlines()[0] else 'shap'  # LIME's importance has the same shape, its own column
+        shap = [dict(feature=row['feature'], mean_abs_shap=float(row.get('mean_abs_shap') or row.get('mean_abs_weight') or 0)) for row in csv.DictReader(io.StringIO(imp))][:10]
     from mlnb.core.charts import hbars
     charts = {}
     if shap:
         top = max(f['mean_abs_shap'] for f in shap) or 1.0
         charts['Top SHAP features'] = hbars({f['feature']: f['mean_abs_shap'] / top for f in shap}, w=480, label_w=170,
-                                            title='mean |SHAP|, relative to the top feature')
-    fj = json.loads(fair) if fair else None
-    if fj and fj.get('groups'):
-        charts['Fairness'] = hbars({str(g.get('group')): float(g.get('selection_rate') or 0) for g in fj['groups']}, w=480, label_w=170,
-                                   title=f"selection rate by {fj.get('sensitive', 'group')}")
+                                            title=f"mean |{'LIME weight' if shap_method == 'lime' else 'SHAP'}|, relative to the top feature")
+    fj = {**json.loads(fair), **fairness_view(json.loads(fair))} if fair else None  # the record's own fields stay for templates written before
+    if fj and fj['chart']: charts['Fairness'] = hbars(fj['chart'], w=480, label_w=170, fmt='{:.3g}', title=fj['chart_title'])
+    sens = prj.settings.get('fairness.sensitive') or []
+    if 'fairness' in missing and sens:  # the project names its sensitive columns: the command needs nothing else
+        missing['fairness'] = (f"mlnb fairness {ref} {hold} --sensitive {','.join(map(str, sens))} "
+                               f"--target {prj.settings.get('fairness.target') or prj.settings.get('registry.target', 'target')}")
     title = (f"{model} version {version}" + ''.join(f" @{a}" for a in aliases)) if model else (r.info.run_name or run_id)
     return dict(title=title, project=prj, client=client, model=model, version=version, alias=alias, aliases=aliases,
                 made=_now(), gate=gate, decisions=decisions,
@@ -271,7 +279,7 @@ def gather(run_or_version, # A run id or `Run`, a `ModelVersion`, 'name/version'
                 params=dict(sorted(r.data.params.items())), metrics={k: Score.of(d) for k, d in mt['model'].items()}, slices=mt['slices'], curves=mt['curves'], system=mt['system'],
                 slice_metrics=sorted({m for ms in mt['slices'].values() for m in ms}), data=data, commit=tags.get('mlnb.git.commit'), lineage=lineage,
                 evidence={k: {kk: vv for kk, vv in e.items() if kk != 'text'} for k, e in ev.items() if e}, missing=missing, charts=charts,
-                registry=registry, drift=json.loads(drift) if drift else None, fairness=json.loads(fair) if fair else None, shap=shap)
+                registry=registry, drift=json.loads(drift) if drift else None, fairness=fj, shap=shap, shap_method=shap_method)
 
 # %% ../../nbs/57_monitor_cards.ipynb #7547119a
 @dataclass

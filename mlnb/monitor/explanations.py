@@ -1,4 +1,4 @@
-"""Explanations and fairness checks: `explain` picks the SHAP explainer that fits the model, `fairness` compares a classifier's rates across groups.
+"""Explanations and fairness checks: `explain` picks the SHAP explainer that fits the model (or uses LIME), `fairness` compares a classifier's or a regressor's metrics across groups, with confidence intervals.
 
 Docs: https://mlnb.github.io/mlnb/monitor_explanations.html.md"""
 
@@ -10,10 +10,11 @@ import base64, html, io, re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from ..core import MlnbError, MlnbUsageError, emit, forms, html_table, is_table_ref, need, read_data, verb
+from ..config import setting
 
 # %% auto #0
-__all__ = ['ExplainError', 'explainer_kind', 'Explanation', 'registered_model', 'explain', 'FairnessError', 'FairnessResult',
-           'fairness']
+__all__ = ['ExplainError', 'explainer_kind', 'Explanation', 'LimeExplanation', 'explain_lime', 'registered_model', 'explain',
+           'FairnessError', 'FairnessResult', 'fairness', 'fairness_view']
 
 # %% ../../nbs/54_monitor_explanations.ipynb #f24f505f
 class ExplainError(MlnbError):
@@ -67,8 +68,21 @@ class Explanation:
     explainer: str # Which SHAP explainer made it
     model: str # The model's class name
     output: int|None = None # The output plotted for multi-output models
+    method = 'shap'
     @property
     def values(self): return self.shap.values
+    @property
+    def weights(self):
+        "Per-row feature weights, rows x features (text: rows x tokens), of the plotted output: the same shape `LimeExplanation.weights` has."
+        import numpy as np, pandas as pd
+        if self.ragged:
+            recs = []
+            for toks, vals in zip(self.shap.data, self.values):
+                vals = np.asarray(vals, dtype=float)
+                vals = vals[:, self.output if self.output is not None else -1] if vals.ndim == 2 else vals
+                recs.append({str(t).strip(): float(v) for t, v in zip(toks, vals) if str(t).strip()})
+            return pd.DataFrame(recs)
+        return pd.DataFrame(np.asarray(self._single().values), columns=[str(f) for f in self.feature_names])
     @property
     def base_values(self): return self.shap.base_values
     @property
@@ -134,7 +148,137 @@ class Explanation:
         cap = f"SHAP ({self.explainer} explainer) on {html.escape(self.model)}, {len(self.values)} rows"
         return f"<div>{html_table(rows, ['feature', 'mean_abs_shap'], caption=cap)}<div>{imgs}</div></div>"
 
+# %% ../../nbs/54_monitor_explanations.ipynb #00e92dec
+setting("explain.method", "shap", "How `explain` (and the review widget) explains predictions by default: 'shap' or 'lime'")
+_METHODS = ('shap', 'lime')
+
+def _is_text(data) -> bool:
+    "Raw texts (a list, array or Series of strings), as a text pipeline takes them."
+    import numpy as np
+    if isinstance(data, str) or hasattr(data, 'columns'): return False
+    try: first = data[0] if not hasattr(data, 'iloc') else data.iloc[0]
+    except Exception: return False
+    return isinstance(first, str) and np.ndim(data) == 1
+
+@dataclass
+class LimeExplanation:
+    "LIME weights of some rows: `.weights` (rows x features; text: rows x words), `.importance`, a bar plot as PNG; shaped like `Explanation`."
+    weights: Any # DataFrame, one row per explained row, one column per feature (or word); NaN where LIME did not weigh it for that row
+    explainer: str # 'lime-tabular' or 'lime-text'
+    model: str # The model's class name
+    output: int|None = None # The class explained (classifiers), None for regression
+    intercepts: list = field(default_factory=list) # The local linear model's intercept per row
+    method = 'lime'
+    @property
+    def values(self): return self.weights.to_numpy()
+    @property
+    def feature_names(self) -> list: return list(self.weights.columns)
+    @property
+    def importance(self):
+        "Features (words, for text) by mean |LIME weight| over the rows that weigh them, largest first."
+        import pandas as pd
+        imp = self.weights.abs().mean(axis=0, skipna=True).fillna(0.0)
+        return pd.DataFrame({'feature': [str(c) for c in imp.index], 'mean_abs_weight': imp.to_numpy()}).sort_values(
+            'mean_abs_weight', ascending=False, ignore_index=True)
+    def png(self, kind:str='bar', # 'bar' (mean |weight|) or 'row' (one row's signed weights)
+            row:int=0, # The row, for 'row'
+            max_display:int=10) -> bytes:
+        "A LIME plot as PNG bytes."
+        import matplotlib; matplotlib.use('Agg', force=False)
+        import matplotlib.pyplot as plt
+        if kind not in ('bar', 'row'): raise MlnbUsageError(f"unknown plot '{kind}'", hint="choose bar or row")
+        plt.figure()
+        if kind == 'bar':
+            imp = self.importance.head(max_display)[::-1]
+            plt.barh(imp.feature, imp.mean_abs_weight, color='#1f77b4'); plt.xlabel('mean |LIME weight|')
+        else:
+            w = self.weights.iloc[row].dropna()
+            w = w.reindex(w.abs().sort_values().index)[-max_display:]
+            plt.barh([str(i) for i in w.index], w.to_numpy(), color=['#d62728' if v < 0 else '#2ca02c' for v in w])
+            plt.xlabel(f'LIME weight, row {row}')
+        buf = io.BytesIO(); plt.gcf().savefig(buf, format='png', bbox_inches='tight', dpi=80); plt.close('all')
+        return buf.getvalue()
+    def __repr__(self):
+        return f"explain: {self.explainer} (LIME) on {self.model}, {len(self.weights)} rows\n" + self.importance.head(10).to_string(index=False)
+    def _repr_html_(self):
+        rows = [dict(feature=r.feature, mean_abs_weight=f"{r.mean_abs_weight:.4g}") for r in self.importance.head(10).itertuples()]
+        img = f"<img alt='bar' src='data:image/png;base64,{base64.b64encode(self.png('bar')).decode()}'/>"
+        cap = f"LIME ({self.explainer}) on {html.escape(self.model)}, {len(self.weights)} rows"
+        return f"<div>{html_table(rows, ['feature', 'mean_abs_weight'], caption=cap)}<div>{img}</div></div>"
+
+def explain_lime(model, # A fitted model with `predict_proba` or `predict` (tabular: on a DataFrame; text: on a list of strings), or a predict function
+                 data, # Tabular: a DataFrame of numeric features (also LIME's training statistics); text: a list/Series of strings
+                 *,
+                 rows:int|None=None, # Explain the first `rows` rows (default: up to 50; LIME fits a model per row)
+                 num_samples:int=1000, # Perturbed samples LIME draws per row
+                 num_features:int=10, # Features (words) LIME weighs per row
+                 output:int|None=None, # The class to explain for classifiers (default: the last)
+                 seed:int=0, # LIME's random state
+                ) -> LimeExplanation:
+    "LIME weights of the first rows of `data`: `LimeTabularExplainer` for tables, `LimeTextExplainer` for texts."
+    need('lime', extra='explain')
+    import numpy as np, pandas as pd
+    if data is None or len(data) == 0: raise ExplainError("there are no rows to explain", hint="pass a DataFrame or a list of texts with rows")
+    n = min(len(data), rows or 50)
+    name = type(model).__name__
+    proba = hasattr(model, 'predict_proba')
+    if _is_text(data):
+        from lime.lime_text import LimeTextExplainer
+        texts = list(data)[:n]
+        fn = (lambda t: np.asarray(model.predict_proba(list(t)))) if proba else (lambda t: np.asarray(_predict_fn(model)(list(t))))
+        try: k = np.shape(fn(texts[:1]))[-1]
+        except Exception as e: raise ExplainError(f"{name} cannot predict on texts: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}",
+                                                  hint="LIME's text explainer needs a pipeline from raw strings to class probabilities") from None
+        label = k - 1 if output is None else output
+        ex = LimeTextExplainer(random_state=seed)
+        recs, icpt = [], []
+        for t in texts:
+            e = ex.explain_instance(t, fn, labels=(label,), num_features=num_features, num_samples=num_samples)
+            recs.append(dict(e.as_list(label=label))); icpt.append(float(e.intercept[label]))
+        return LimeExplanation(pd.DataFrame(recs), 'lime-text', name, label, icpt)
+    from lime.lime_tabular import LimeTabularExplainer
+    df = data if isinstance(data, pd.DataFrame) else pd.DataFrame(np.asarray(data))
+    bad = [str(c) for c in df.columns if df[c].dtype.kind not in 'biuf']
+    if bad: raise ExplainError(f"LIME's tabular explainer needs numeric features; not numeric: {', '.join(bad[:5])}",
+                               hint="encode the columns first, or explain the pipeline's numeric input")
+    cols = list(df.columns)
+    as_df = lambda a: pd.DataFrame(a, columns=cols).astype(df.dtypes.to_dict()) if isinstance(data, pd.DataFrame) else a
+    f = model.predict_proba if proba else _predict_fn(model)
+    fn = lambda a: np.asarray(f(as_df(a)))
+    x = df.to_numpy(dtype=float)
+    try: out0 = fn(x[:1])
+    except Exception as e: raise ExplainError(f"{name} cannot predict on the data: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}",
+                                              hint="pass the model's input columns") from None
+    classification = proba and np.ndim(out0) == 2
+    label = (np.shape(out0)[1] - 1 if output is None else output) if classification else 0
+    ex = LimeTabularExplainer(x, feature_names=[str(c) for c in cols], mode='classification' if classification else 'regression',
+                              discretize_continuous=False, random_state=seed)
+    recs, icpt = [], []
+    for r in x[:n]:
+        e = ex.explain_instance(r, fn, labels=(label,), num_features=min(num_features, len(cols)), num_samples=num_samples)
+        lm = e.local_exp.get(label, next(iter(e.local_exp.values())))
+        recs.append({str(cols[i]): float(w) for i, w in lm})
+        ic = e.intercept
+        icpt.append(float(ic[label] if isinstance(ic, dict) and label in ic else (ic if np.isscalar(ic) else next(iter(ic.values())))))
+    w = pd.DataFrame(recs).reindex(columns=[str(c) for c in cols])
+    return LimeExplanation(w, 'lime-tabular', name, label if classification else None, icpt)
+
+def _settings(project) -> dict:
+    "The project's settings, or {} outside a project."
+    try:
+        from mlnb.config import find_project
+        return find_project(project).settings
+    except Exception: return {}
+
 # %% ../../nbs/54_monitor_explanations.ipynb #3fbf7528
+def _log_explanation(res, x, ref, project, files):
+    "Log an explanation like every check: to the open run, or to a run of its own tagged with the model `ref`."
+    import sys
+    from mlnb.monitor.datadrift import data_label, log_to_run
+    if ref is not None or (sys.modules.get('mlnb.track.tracking') and sys.modules['mlnb.track.tracking'].active_run() is not None):
+        log_to_run({}, {'explain.explainer': res.explainer, 'explain.method': res.method, 'explain.data': data_label(x)},
+                   files() if callable(files) else files, 'explain', model=ref, project=project)
+
 def registered_model(ref:str, # A registered model version `NAME@ALIAS`, `NAME/VERSION` or `models:/...`, or a run id (its `model`)
                      project=None, # The project whose tracking store holds it (default: the one at the current folder)
                     ):
@@ -158,14 +302,22 @@ def explain(model, # A fitted model (scikit-learn, XGBoost/LightGBM, torch, tran
             rows:int|None=None, # Explain only the first `rows` rows
             explainer:Literal['tree', 'linear', 'deep', 'partition', 'permutation']|None=None, # Force one explainer (default: picked by the model's type)
             output:int|None=None, # Which output to plot for multi-output models (default: the last)
+            method:Literal['shap', 'lime']|None=None, # SHAP or LIME (default: the project's `explain.method`, else shap)
+            num_samples:int=1000, # LIME: perturbed samples per row
             project=None, # The project whose registry holds `model` when it is named (default: the one at the current folder)
-           ) -> Explanation:
-    "SHAP values of `data` under `model`, with the explainer picked by the model's type."
-    need('shap', extra='explain')
+           ) -> Explanation|LimeExplanation:
+    "SHAP values (or LIME weights, `method='lime'`) of `data` under `model`; SHAP's explainer is picked by the model's type."
+    method = method or _settings(project).get('explain.method') or 'shap'
+    if method not in _METHODS: raise MlnbUsageError(f"unknown explanation method '{method}'", hint=f"choose {' or '.join(_METHODS)} (the project's default: explain.method)")
+    need(method, extra='explain')
     ref = model if isinstance(model, str) else None
     if ref is not None: model, _ = registered_model(ref, project=project)
     import numpy as np
     if data is None or len(data) == 0: raise ExplainError("there are no rows to explain", hint="pass a DataFrame with rows")
+    if method == 'lime':
+        res = explain_lime(model, data, rows=rows, num_samples=num_samples, output=output)
+        _log_explanation(res, data[:len(res.weights)], ref, project, lambda: {'importance.csv': res.importance.to_csv(index=False), 'lime_bar.png': res.png('bar')})
+        return res
     kind = explainer or explainer_kind(model)
     if kind not in ('tree', 'linear', 'deep', 'partition', 'permutation'):
         raise MlnbUsageError(f"unknown explainer '{kind}'", hint="choose tree, linear, deep, partition or permutation")
@@ -193,85 +345,317 @@ def explain(model, # A fitted model (scikit-learn, XGBoost/LightGBM, torch, tran
         output = np.shape(e.values[0])[1] - 1  # text: tokens x outputs per row
     elif output is None and e.values.ndim == 3: output = e.values.shape[2] - 1
     res = Explanation(e, kind, type(model).__name__, output)
-    from mlnb.monitor.datadrift import data_label, log_to_run
-    import sys
-    if ref is not None or (sys.modules.get('mlnb.track.tracking') and sys.modules['mlnb.track.tracking'].active_run() is not None):
-        log_to_run({}, {'explain.explainer': kind, 'explain.data': data_label(x)}, {'importance.csv': res.importance.to_csv(index=False),
-                   'shap_bar.png': res.png('bar'), 'shap_beeswarm.png': res.png('beeswarm')}, 'explain', model=ref, project=project)
+    _log_explanation(res, x, ref, project, lambda: {'importance.csv': res.importance.to_csv(index=False),
+                     'shap_bar.png': res.png('bar'), 'shap_beeswarm.png': res.png('beeswarm')})
     emit('explain.done', msg=f"{kind} explainer: top feature {res.importance.feature.iloc[0]}", explainer=kind)
     return res
 
 # %% ../../nbs/54_monitor_explanations.ipynb #15175826
 class FairnessError(MlnbError):
-    "A fairness check that cannot run: missing columns, no labels, a group without the needed rows."
+    "A fairness check that cannot run: missing columns, no labels, a target that does not fit the task, no groups."
+
+setting("fairness.sensitive", [], "Sensitive columns fairness compares groups of (intersections when several); when set, every card and retrain report has a fairness section on them")
+setting("fairness.target", "", "The true label column fairness checks use (empty: `registry.target`)")
+setting("fairness.min_group", 30, "Groups with fewer rows are marked unreliable in fairness results (their gaps read as noise)")
+
+_TASK_METRICS = {'binary': ['selection_rate', 'tpr', 'fpr', 'accuracy'], 'regression': ['mae', 'rmse', 'bias']}
+
+def _ratio(num, den):
+    "num/den along the last axis, NaN where the denominator is 0."
+    import numpy as np
+    with np.errstate(invalid='ignore', divide='ignore'): return np.where(den > 0, num / np.maximum(den, 1), np.nan)
+
+def _metric_fns(task:str, k:int=0) -> dict:
+    "Metric name -> f(y_true, y_pred) on encoded arrays, computed along the last axis (1-D for MetricFrame, 2-D for the bootstrap)."
+    import numpy as np
+    if task == 'binary':
+        return dict(selection_rate=lambda t, p: p.mean(-1), tpr=lambda t, p: _ratio((t & p).sum(-1), t.sum(-1)),
+                    fpr=lambda t, p: _ratio((~t & p).sum(-1), (~t).sum(-1)), accuracy=lambda t, p: (t == p).mean(-1))
+    if task == 'regression':
+        return dict(mae=lambda y, p: np.abs(p - y).mean(-1), rmse=lambda y, p: np.sqrt(((p - y) ** 2).mean(-1)), bias=lambda y, p: (p - y).mean(-1))
+    out = dict(accuracy=lambda y, p: (y == p).mean(-1))
+    for c in range(k):
+        out[f'recall_{c}'] = lambda y, p, c=c: _ratio(((y == c) & (p == c)).sum(-1), (y == c).sum(-1))
+        out[f'precision_{c}'] = lambda y, p, c=c: _ratio(((y == c) & (p == c)).sum(-1), (p == c).sum(-1))
+    return out
+
+def _bootstrap(fns:dict, y, p, n_boot:int, rng, chunk:int=2_000_000) -> dict:
+    "Each metric on `n_boot` resamples (with replacement) of one group's rows: name -> array (n_boot,). Vectorised, in chunks of resamples."
+    import numpy as np
+    n = len(y); out = {m: [] for m in fns}
+    step = max(1, chunk // max(n, 1))
+    for s in range(0, n_boot, step):
+        idx = rng.integers(0, n, size=(min(step, n_boot - s), n))
+        yb, pb = y[idx], p[idx]
+        for m, f in fns.items(): out[m].append(np.asarray(f(yb, pb), dtype=float))
+    return {m: np.concatenate(v) for m, v in out.items()}
+
+def _detect_task(y, yhat, target:str) -> str:
+    "binary, multiclass or regression, from the target and the predictions."
+    import numpy as np, pandas as pd
+    ys = pd.Series(y)
+    if ys.dtype.kind == 'f' and not np.all(np.isclose(ys.dropna() % 1, 0)): return 'regression'
+    labels = set(pd.Series(np.concatenate([np.asarray(y, dtype=object), np.asarray(yhat, dtype=object)])).dropna().tolist())
+    if len(labels) <= 2: return 'binary'
+    if ys.dtype.kind in 'iuf' and ys.nunique() > 20: return 'regression'
+    return 'multiclass'
 
 @dataclass
 class FairnessResult:
-    "Per-group rates (`.table`) and the two gaps."
-    table: Any # DataFrame: group, n, selection_rate, tpr, fpr, accuracy
-    sensitive: str  # The sensitive column the groups come from
-    demographic_parity_difference: float  # Largest minus smallest selection rate across groups (0: parity)
-    equalized_odds_difference: float  # The larger of the TPR and FPR gaps across groups (0: equalized odds)
+    "Metrics per group with bootstrap confidence intervals (`.table`), the gaps between groups (`.gaps`), and which gaps are within noise."
+    table: Any # DataFrame: group, n, each metric with its `_lo`/`_hi` bounds, reliable, note
+    sensitive: str  # The sensitive column(s) the groups come from, joined by '|' (groups are intersections, e.g. 'F|young')
+    demographic_parity_difference: float = float('nan')  # Binary: largest minus smallest selection rate across groups (0: parity)
+    equalized_odds_difference: float = float('nan')  # Binary: the larger of the TPR and FPR gaps across groups (0: equalized odds)
+    task: str = 'binary'  # 'binary', 'multiclass' or 'regression'
+    gaps: dict = field(default_factory=dict)  # Gap name -> largest minus smallest group value (what `validate` can gate on)
+    gap_ci: dict = field(default_factory=dict)  # Gap name -> [low, high], its bootstrap interval
+    noise: dict = field(default_factory=dict)  # Gap name -> True when the two extreme groups' intervals overlap or one is small
+    metrics: list = field(default_factory=list)  # The metric columns of `table`
+    classes: list = field(default_factory=list)  # Multiclass: the classes, in the order of `recall_<class>` columns
+    n_boot: int = 0  # Bootstrap resamples behind the intervals
+    min_group: int = 30  # Groups smaller than this are marked unreliable
+    ci: float = 0.95  # The confidence level of the intervals
+    @property
+    def summary(self) -> str:
+        "One sentence: the headline gaps, and which of them are within noise."
+        keys = {'binary': ['demographic_parity_difference', 'equalized_odds_difference'], 'multiclass': ['accuracy_difference', 'recall_difference', 'precision_difference'],
+                'regression': ['mae_difference', 'rmse_difference', 'bias_difference']}.get(self.task, [])
+        if self.task == 'binary':
+            head = (f"demographic parity difference {self.demographic_parity_difference:.4g}, "
+                    f"equalized odds difference {self.equalized_odds_difference:.4g}")
+        else:
+            head = ', '.join(f"{k.replace('_', ' ')} {self.gaps[k]:.4g}" for k in keys if k in self.gaps)
+        small = [str(g) for g, ok in zip(self.table.group, self.table.reliable) if not ok] if len(self.table) else []
+        noisy = [k for k in keys if self.noise.get(k)]
+        tail = ''
+        if noisy: tail += f"; within noise (intervals overlap or a group has < {self.min_group} rows): {', '.join(noisy)}"
+        if small: tail += f"; small groups: {', '.join(small)}"
+        return f"fairness by {self.sensitive}: {head}{tail}"
     def to_dict(self) -> dict:
-        return dict(sensitive=self.sensitive, demographic_parity_difference=self.demographic_parity_difference,
-                    equalized_odds_difference=self.equalized_odds_difference, groups=self.table.to_dict('records'))
+        "JSON-ready: NaN becomes None."
+        import math
+        clean = lambda v: None if isinstance(v, float) and math.isnan(v) else (v.item() if hasattr(v, 'item') else v)
+        groups = [{k: clean(v) for k, v in r.items()} for r in self.table.to_dict('records')]
+        return dict(task=self.task, sensitive=self.sensitive, summary=self.summary,
+                    demographic_parity_difference=clean(self.demographic_parity_difference),
+                    equalized_odds_difference=clean(self.equalized_odds_difference),
+                    gaps={k: clean(v) for k, v in self.gaps.items()}, gap_ci={k: [clean(a) for a in v] for k, v in self.gap_ci.items()},
+                    noise=dict(self.noise), metrics=list(self.metrics), classes=[clean(c) for c in self.classes],
+                    n_boot=self.n_boot, min_group=self.min_group, ci=self.ci, groups=groups)
     def __repr__(self):
-        return (f"fairness by {self.sensitive}: demographic parity difference {self.demographic_parity_difference:.4g}, "
-                f"equalized odds difference {self.equalized_odds_difference:.4g}\n{self.table.to_string(index=False)}")
+        cols = ['group', 'n'] + self.metrics + ['note']
+        return f"{self.summary}\n{self.table[[c for c in cols if c in self.table]].to_string(index=False)}"
     def _repr_html_(self):
-        rows = [{k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in r.items()} for r in self.table.to_dict('records')]
-        cap = (f"fairness by {self.sensitive}: demographic parity difference {self.demographic_parity_difference:.4g}, "
-               f"equalized odds difference {self.equalized_odds_difference:.4g}")
-        return html_table(rows, list(self.table.columns), caption=cap)
+        cols = ['group', 'n'] + self.metrics + ['note']
+        rows = []
+        for r in self.table.to_dict('records'):
+            row = dict(group=r['group'], n=r['n'], note=r.get('note', ''))
+            for m in self.metrics:
+                v, lo, hi = r.get(m), r.get(f'{m}_lo'), r.get(f'{m}_hi')
+                row[m] = '—' if v is None or v != v else (f"{v:.3g} [{lo:.3g}, {hi:.3g}]" if lo == lo and hi == hi and lo is not None else f"{v:.3g}")
+            rows.append(row)
+        return html_table(rows, cols, caption=html.escape(self.summary))
 
-def fairness(model, # A fitted binary classifier, a registered one (`NAME@ALIAS`, `NAME/VERSION`: the run is tagged with it), or None with `prediction`
-             data, # A DataFrame with the features, the sensitive column and the target
+def _model_features(model, data) -> list|None:
+    "The columns the model was fitted on (scikit-learn's `feature_names_in_`, an MLflow signature), when the data has them all."
+    names = getattr(model, 'feature_names_in_', None)
+    if names is None:
+        try: names = model.metadata.get_input_schema().input_names()
+        except Exception: names = None
+    names = [str(c) for c in names] if names is not None else None
+    return names if names and all(c in data.columns for c in names) else None
+
+def _sensitive_cols(sensitive, data) -> list:
+    "The sensitive columns: one name, a comma list, or a list (each item may be a comma list)."
+    if sensitive is None: return []
+    items = [sensitive] if isinstance(sensitive, str) else list(sensitive)
+    out = []
+    for s in items:
+        s = str(s)
+        out += [s] if s in data.columns else [c.strip() for c in s.split(',') if c.strip()]
+    return out
+
+# %% ../../nbs/54_monitor_explanations.ipynb #18fec6b6
+def fairness(model, # A fitted model (classifier or regressor), a registered one (`NAME@ALIAS`, `NAME/VERSION`: the run is tagged with it), or None with `prediction`
+             data, # A DataFrame with the features, the sensitive column(s) and the target
              *,
-             sensitive:str, # The column whose groups are compared
-             target:str, # The true label column
+             sensitive:str|list|None=None, # The column(s) whose groups are compared; several (a list or 'a,b'): their intersections (default: the `fairness.sensitive` setting)
+             target:str|None=None, # The true label column (default: the `fairness.target` setting, else `registry.target`)
              prediction:str|None=None, # A column of predictions to use instead of calling the model
-             pos_label:Any=1, # The positive label
+             pos_label:Any=1, # The positive label (binary)
              features:list|None=None, # Columns the model takes (default: all but sensitive, target, prediction)
+             task:Literal['auto', 'binary', 'multiclass', 'regression']='auto', # What the model does (auto: from the target and predictions)
+             n_boot:int=200, # Bootstrap resamples per group for the confidence intervals (0: none, and only small groups mark a gap as noise)
+             min_group:int|None=None, # Groups with fewer rows are marked unreliable (default: the `fairness.min_group` setting, 30)
+             ci:float=0.95, # The confidence level of the intervals
+             seed:int=0, # The bootstrap's random seed
              project=None, # The project whose registry holds `model` when it is named (default: the one at the current folder)
             ) -> FairnessResult:
-    "Selection rate, TPR, FPR and accuracy per group of `sensitive`; demographic parity and equalized odds differences."
+    "Group metrics with bootstrap intervals: binary (selection rate, TPR, FPR, accuracy; parity and equalized-odds gaps), multiclass (per-class recall and precision, accuracy), regression (MAE, RMSE, bias)."
     import numpy as np, pandas as pd
+    need('fairlearn', extra='explain')
+    from fairlearn.metrics import MetricFrame
     ref = model if isinstance(model, str) else None
     if ref is not None: model, _ = registered_model(ref, project=project)
     if not isinstance(data, pd.DataFrame) or len(data) == 0:
         raise FairnessError("fairness needs a DataFrame with rows", hint="pass the evaluation data as a DataFrame")
-    for c, what in ((sensitive, 'sensitive'), (target, 'target'), (prediction, 'prediction')):
+    st = _settings(project) if sensitive is None or target is None or min_group is None else {}
+    cols = _sensitive_cols(sensitive if sensitive is not None else st.get('fairness.sensitive'), data)
+    if not cols: raise FairnessError("no sensitive column to compare groups of", hint="pass sensitive='COLUMN' (or a list), or set fairness.sensitive in mlnb.toml")
+    target = target or st.get('fairness.target') or st.get('registry.target')
+    if not target: raise FairnessError("no target column", hint="pass target='COLUMN', or set fairness.target in mlnb.toml")
+    min_group = int(min_group if min_group is not None else st.get('fairness.min_group', 30))
+    if task not in ('auto', 'binary', 'multiclass', 'regression'):
+        raise FairnessError(f"unknown task '{task}'", hint="choose auto, binary, multiclass or regression")
+    for c, what in [(c, 'sensitive') for c in cols] + [(target, 'target'), (prediction, 'prediction')]:
         if c is not None and c not in data.columns:
             raise FairnessError(f"the {what} column '{c}' is not in the data", hint=f"its columns are: {', '.join(map(str, list(data.columns)[:20]))}")
     if prediction is not None: yhat = data[prediction].to_numpy()
     elif model is None: raise FairnessError("no model and no prediction column", hint="pass a model, or prediction='col'")
     else:
-        feats = features or [c for c in data.columns if c not in (sensitive, target)]
+        feats = features or _model_features(model, data) or [c for c in data.columns if c not in (*cols, target)]
         try: yhat = np.asarray(model.predict(data[feats]))
         except Exception as e:
             raise FairnessError(f"{type(model).__name__}.predict failed: {str(e).splitlines()[0][:200]}",
                                 hint="pass features=[...] (the model's input columns) or a prediction column") from None
+    yhat = yhat.reshape(len(data), -1)[:, -1] if yhat.ndim > 1 else yhat
     y = data[target].to_numpy()
-    if pos_label not in set(y.tolist()) | set(yhat.tolist()):
-        raise FairnessError(f"the positive label {pos_label!r} occurs in neither the target nor the predictions", hint="set pos_label=")
-    t, p = y == pos_label, yhat == pos_label
-    rows = []
-    for g, idx in data.groupby(sensitive, observed=True, sort=True).indices.items():
-        tg, pg = t[idx], p[idx]
-        rows.append(dict(group=g, n=len(idx), selection_rate=float(pg.mean()),
-                         tpr=float(pg[tg].mean()) if tg.any() else float('nan'),
-                         fpr=float(pg[~tg].mean()) if (~tg).any() else float('nan'),
-                         accuracy=float((pg == tg).mean())))
+    if len(cols) > 1:  # intersections: 'F|young'; a row missing any of the columns is in no group
+        key = data[cols[0]].astype(str)
+        for c in cols[1:]: key = key + '|' + data[c].astype(str)
+        key = key.where(data[cols].notna().all(axis=1).to_numpy())
+    else: key = data[cols[0]]
+    keep = key.notna().to_numpy() & pd.notna(y)
+    if not keep.any(): raise FairnessError(f"no rows with both a group in {', '.join(cols)} and a target", hint="check the sensitive and target columns are filled")
+    key, y, yhat = key[keep], y[keep], yhat[keep]
+    task = _detect_task(y, yhat, target) if task == 'auto' else task
+    if task == 'regression':
+        try: yv, pv = np.asarray(y, dtype=float), np.asarray(yhat, dtype=float)
+        except (TypeError, ValueError):
+            raise FairnessError(f"the target '{target}' is not numeric, so it cannot be a regression target", hint="task='multiclass' or 'binary' for labels") from None
+        classes = []
+    elif task == 'binary':
+        nl = len(set(pd.Series(y).tolist()))
+        if nl > 2:
+            raise FairnessError(f"the target '{target}' has {nl} distinct values, so it is not binary", hint="task='multiclass' for labels, task='regression' for numbers, or task='auto'")
+        if pos_label not in set(y.tolist()) | set(yhat.tolist()):
+            raise FairnessError(f"the positive label {pos_label!r} occurs in neither the target nor the predictions", hint="set pos_label=")
+        yv, pv, classes = y == pos_label, yhat == pos_label, []
+    else:
+        classes = sorted(set(pd.Series(y).tolist()) | set(pd.Series(yhat).tolist()), key=str)
+        code = {c: i for i, c in enumerate(classes)}
+        yv, pv = np.array([code[v] for v in y]), np.array([code[v] for v in yhat])
+    fns = _metric_fns(task, len(classes))
+    name = '|'.join(map(str, cols))
+    mf = MetricFrame(metrics={m: (lambda f: lambda a, b: float(f(np.asarray(a), np.asarray(b))))(f) for m, f in fns.items()},
+                     y_true=yv, y_pred=pv, sensitive_features=pd.Series(np.asarray(key), name=name))
+    by = mf.by_group
+    groups = list(by.index)
+    rng, alpha = np.random.default_rng(seed), (1 - ci) / 2
+    gidx = pd.Series(np.arange(len(key))).groupby(np.asarray(key), sort=True).indices
+    boots, rows = {}, []
+    for g in groups:
+        idx = gidx[g]
+        row = dict(group=str(g), n=len(idx))
+        b = _bootstrap(fns, yv[idx], pv[idx], n_boot, rng) if n_boot else {}
+        boots[g] = b
+        for m in fns:
+            row[m] = float(by.loc[g, m])
+            with np.errstate(all='ignore'):
+                lo, hi = (np.nanquantile(b[m], [alpha, 1 - alpha]) if n_boot and np.isfinite(b[m]).any() else (np.nan, np.nan))
+            row[f'{m}_lo'], row[f'{m}_hi'] = float(lo), float(hi)
+        row['reliable'] = len(idx) >= min_group
+        row['note'] = '' if row['reliable'] else f"small group (n < {min_group})"
+        rows.append(row)
     table = pd.DataFrame(rows)
-    gap = lambda s: float(s.max() - s.min()) if s.notna().any() else float('nan')
-    res = FairnessResult(table, sensitive, gap(table.selection_rate), max(gap(table.tpr), gap(table.fpr)))
-    emit('fairness.done', msg=f"fairness by {sensitive}: parity gap {res.demographic_parity_difference:.3g}, odds gap {res.equalized_odds_difference:.3g}")
+    label = lambda m: m if task != 'multiclass' or '_' not in m or m == 'accuracy' else f"{m.split('_')[0]}_{classes[int(m.split('_')[1])]}"
+    table = table.rename(columns={c: c.replace(m, label(m)) for m in fns for c in (m, f'{m}_lo', f'{m}_hi')})
+    def gap(m):
+        "Largest minus smallest group value of metric `m`, its bootstrap interval, and whether it is within noise."
+        s = table[label(m)]
+        if not s.notna().any(): return float('nan'), [float('nan')] * 2, True
+        hi_g, lo_g = table.loc[s.idxmax()], table.loc[s.idxmin()]
+        noise = not (hi_g.reliable and lo_g.reliable) or bool(n_boot) and not (hi_g[f'{label(m)}_lo'] > lo_g[f'{label(m)}_hi'])
+        ivl = [float('nan')] * 2
+        if n_boot:
+            with np.errstate(all='ignore'):
+                mat = np.vstack([boots[g][m] for g in groups])
+                d = np.nanmax(mat, axis=0) - np.nanmin(mat, axis=0)
+                if np.isfinite(d).any(): ivl = [float(v) for v in np.nanquantile(d, [alpha, 1 - alpha])]
+        return float(s.max() - s.min()), ivl, bool(noise)
+    gaps, gap_ci, noise = {}, {}, {}
+    def put(k, v):
+        gaps[k], gap_ci[k], noise[k] = v
+    if task == 'binary':
+        for m in ('selection_rate', 'tpr', 'fpr', 'accuracy'): put(f'{m}_difference', gap(m))
+        dp, eo = gaps['selection_rate_difference'], max(gaps['tpr_difference'], gaps['fpr_difference'])
+        gaps['demographic_parity_difference'], gap_ci['demographic_parity_difference'], noise['demographic_parity_difference'] = dp, gap_ci['selection_rate_difference'], noise['selection_rate_difference']
+        w = 'tpr_difference' if gaps['tpr_difference'] >= gaps['fpr_difference'] or gaps['fpr_difference'] != gaps['fpr_difference'] else 'fpr_difference'
+        gaps['equalized_odds_difference'], gap_ci['equalized_odds_difference'], noise['equalized_odds_difference'] = eo, gap_ci[w], noise[w]
+    elif task == 'regression':
+        for m in ('mae', 'rmse', 'bias'): put(f'{m}_difference', gap(m))
+    else:
+        put('accuracy_difference', gap('accuracy'))
+        for kind in ('recall', 'precision'):
+            per = {c: gap(f'{kind}_{i}') for i, c in enumerate(classes)}
+            for c, v in per.items(): put(f'{kind}_difference/{c}', v)
+            worst = max(per, key=lambda c: -1 if per[c][0] != per[c][0] else per[c][0])
+            put(f'{kind}_difference', per[worst])
+    res = FairnessResult(table, name, gaps.get('demographic_parity_difference', float('nan')), gaps.get('equalized_odds_difference', float('nan')),
+                         task=task, gaps=gaps, gap_ci=gap_ci, noise=noise, metrics=[label(m) for m in fns], classes=classes,
+                         n_boot=n_boot, min_group=min_group, ci=ci)
+    emit('fairness.done', msg=res.summary, task=task)
     import json
     from mlnb.monitor.datadrift import data_label, log_to_run
-    log_to_run({'demographic_parity_difference': res.demographic_parity_difference, 'equalized_odds_difference': res.equalized_odds_difference},
-               {'fairness.sensitive': sensitive, 'fairness.data': data_label(data)}, {'fairness.json': json.dumps(res.to_dict(), default=str, indent=1)},
-               'fairness', model=ref, project=project)
+    log_to_run({k: v for k, v in gaps.items() if '/' not in k and v == v},
+               {'fairness.sensitive': name, 'fairness.task': task, 'fairness.data': data_label(data)},
+               {'fairness.json': json.dumps(res.to_dict(), default=str, indent=1)}, 'fairness', model=ref, project=project)
     return res
+
+# %% ../../nbs/54_monitor_explanations.ipynb #51633832
+_HEAD = {'selection_rate': 'selection rate', 'tpr': 'TPR', 'fpr': 'FPR', 'accuracy': 'accuracy', 'mae': 'MAE', 'rmse': 'RMSE', 'bias': 'bias (mean error)'}
+_HEADLINE = {'binary': ['demographic_parity_difference', 'equalized_odds_difference'], 'multiclass': ['accuracy_difference', 'recall_difference', 'precision_difference'],
+             'regression': ['mae_difference', 'rmse_difference', 'bias_difference']}
+
+def fairness_view(d:dict, # A `FairnessResult.to_dict()` (as logged in fairness.json; older binary-only records too)
+                  digits:int=3, # Significant digits in the cells
+                 ) -> dict:
+    "What a card or report shows of a fairness result: `headline` (the gaps, with intervals), `headers`, `rows` (group, n, cells 'value [lo, hi]', note), `noise_note`, and `chart` (`{group: 0…1}`) with `chart_title`."
+    import math
+    d = dict(d or {})
+    task = d.get('task') or 'binary'
+    metrics = d.get('metrics') or ['selection_rate', 'tpr', 'fpr', 'accuracy']
+    f = lambda v: '—' if v is None or (isinstance(v, float) and math.isnan(v)) else (f"{v:.{digits}g}" if isinstance(v, float) else str(v))
+    gaps = dict(d.get('gaps') or {k: d.get(k) for k in _HEADLINE['binary'] if d.get(k) is not None})
+    ci, noise = d.get('gap_ci') or {}, d.get('noise') or {}
+    def said(k):
+        lo, hi = (ci.get(k) or [None, None])[:2]
+        g = gaps[k]  # the gap itself at the card's precision (6 significant digits), its interval as the cells
+        return f"{k.replace('_', ' ')} {'—' if g is None or g != g else f'{g:.6g}'}" + (f" [{f(lo)}, {f(hi)}]" if lo is not None and hi is not None else '')
+    keys = [k for k in _HEADLINE.get(task, []) if k in gaps]
+    rows = []
+    for g in d.get('groups') or []:
+        cells = []
+        for m in metrics:
+            lo, hi = g.get(f'{m}_lo'), g.get(f'{m}_hi')
+            cells.append(f(g.get(m)) + (f" [{f(lo)}, {f(hi)}]" if lo is not None and hi is not None else ''))
+        rows.append(dict(group=g.get('group'), n=g.get('n'), cells=cells, note=g.get('note') or ''))
+    noisy = [k.replace('_', ' ') for k in keys if noise.get(k)]
+    small = [str(g.get('group')) for g in d.get('groups') or [] if g.get('reliable') is False]
+    note = ''
+    if noisy: note += f"Within noise (the extreme groups' intervals overlap, or one has fewer than {d.get('min_group', 30)} rows): {', '.join(noisy)}. "
+    elif keys and 'noise' in d and d.get('n_boot'): note += "The gaps above are beyond the noise of the bootstrap. "
+    if small: note += f"Small groups, not findings: {', '.join(small)}."
+    head = lambda m: _HEAD.get(m) or m.replace('_', ' ')
+    cm = {'binary': 'selection_rate', 'regression': 'mae'}.get(task, 'accuracy')
+    vals = {str(g.get('group')): float(g.get(cm) or 0) for g in d.get('groups') or []}
+    top = max([abs(v) for v in vals.values()] + [0]) or 1.0
+    scale = 1.0 if task != 'regression' else top
+    return dict(task=task, sensitive=d.get('sensitive'), classes=d.get('classes') or [], headline=', '.join(said(k) for k in keys),
+                headers=[head(m) for m in metrics], rows=rows, noise_note=note.strip(), n_boot=d.get('n_boot') or 0, ci=d.get('ci') or 0.95,
+                chart={k: v / scale for k, v in vals.items()},
+                chart_title=f"{head(cm)} by {d.get('sensitive', 'group')}" + (', relative to the largest' if task == 'regression' else ''))
 
 # %% ../../nbs/54_monitor_explanations.ipynb #6f1c398d
 def _obj(v, what:str, ctx):
@@ -296,7 +680,7 @@ def _explain_call(fn, kw, ctx):
     "`explain` with the model and the data read from files where the notebook has no such variables."
     return fn(**{**kw, 'model': _obj(kw['model'], 'model', ctx), 'data': _obj(kw['data'], 'data', ctx)})
 
-verb("explain", "SHAP values of DATA under MODEL, the explainer picked by model type; top features and plots", fn=explain,
+verb("explain", "SHAP values (or LIME weights, --method lime) of DATA under MODEL; top features and plots", fn=explain,
      opts=dict(model=dict(help="the model: a notebook variable, a .joblib/.pkl file, or a registered model NAME@ALIAS / NAME/VERSION (the run is tagged with it)"),
                data=dict(help="the rows: a notebook DataFrame, a table file, PATH@REV or served:NAME"),
                n_background=dict(flags=['--background', '--n-background'])),
@@ -315,8 +699,9 @@ def _fairness_call(fn, kw, ctx):
             except ValueError: pass
     return fn(**{**kw, 'model': model, 'data': data, 'pos_label': pos})
 
-verb("fairness", "per-group selection rate, TPR, FPR, accuracy; demographic parity and equalized odds gaps", fn=fairness,
+verb("fairness", "group metrics with confidence intervals: binary (selection rate, TPR, FPR; parity and equalized odds gaps), multiclass (per-class recall, precision), regression (MAE, RMSE, bias)", fn=fairness,
      opts=dict(model=dict(help="the classifier: a notebook variable, a .joblib/.pkl file or a registered model NAME@ALIAS; '-' with --prediction"),
                data=dict(help="a notebook DataFrame, a table file, PATH@REV or served:NAME"),
-               sensitive=dict(positional=False), target=dict(positional=False), pos_label=dict(kind='str')),
+               sensitive=dict(positional=False, kind='list', help="the sensitive column(s): several (space- or comma-separated) compare their intersections (default: fairness.sensitive)"),
+               target=dict(positional=False), pos_label=dict(kind='str')),
      call=_fairness_call)

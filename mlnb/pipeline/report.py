@@ -198,6 +198,7 @@ class RetrainReport:
     cost: Cost|None = None  # What it cost
     trend: list = field(default_factory=list)  # Past retrains' cost figures, oldest first, this one last
     run_id: str|None = None  # The retrain's own run (cost metrics, report artifacts)
+    fairness: dict|None = None  # When `fairness.sensitive` is set: `challenger`/`champion` `{version, result}` (`FairnessResult.to_dict()` on the holdout), or a `note` saying why none
     started: str = field(default_factory=lambda: dt.datetime.now().isoformat(sep=' ', timespec='seconds'))  # When it started
     def add(self, step, msg, **data):
         self.steps.append(dict(step=step, msg=msg, time=dt.datetime.now().isoformat(timespec='seconds')))
@@ -233,6 +234,7 @@ class RetrainReport:
             out.append(("Champion vs challenger", head + html_table(rows, caption="scores on the same holdout") + html_table(tbl) + comparison_chart(c),
                         f"**{dec}** — {self.rule()}\n\n" + _md(rows) + "\n\n" + _md(tbl)))
         else: out.append(("Decision", head, f"**{dec}** — {self.rule()}"))
+        if self.fairness is not None: out.append(self.fairness_section())
         if g:
             fs = g.get('findings') or []
             gh = f"<p>{html.escape(g['status'])}: {html.escape(g['msg'])}</p>" + (html_table(fs, ['severity', 'column', 'rule', 'observed', 'expected']) if fs else '')
@@ -250,6 +252,23 @@ class RetrainReport:
             out.append(("Cost", ch, _md(k.rows(), ['what', 'value']) + ("\n\nPast retrains, oldest first:\n\n" + _md(trend) if len(trend) > 1 else '')))
         out.append(("Steps", html_table(self.steps, ['time', 'step', 'msg']), _md(self.steps, ['time', 'step', 'msg'])))
         return out
+    def fairness_section(self) -> tuple:
+        "The Fairness section (title, HTML, Markdown): challenger's and champion's group metrics on the holdout, with intervals, or why there are none."
+        from mlnb.core.charts import hbars
+        from mlnb.monitor.explanations import fairness_view
+        f, hs, ms = self.fairness or {}, [], []
+        if f.get('note'): hs.append(f"<p>{html.escape(f['note'])}</p>"); ms.append(f['note'])
+        for role in ('challenger', 'champion'):
+            side = f.get(role)
+            if not side: continue
+            v = fairness_view(side['result'])
+            cols = ['group', 'n', *v['headers'], 'note']
+            rows = [dict(group=r['group'], n=r['n'], **dict(zip(v['headers'], r['cells'])), note=r['note']) for r in v['rows']]
+            what = f"{role} v{side['version']} by {v['sensitive']} ({v['task']}): {v['headline']}"
+            hs.append(html_table(rows, cols, caption=what) + (f"<p>{html.escape(v['noise_note'])}</p>" if v['noise_note'] else '')
+                      + hbars(v['chart'], w=480, label_w=170, fmt='{:.3g}', title=v['chart_title']))
+            ms.append(f"**{what}**\n\n" + _md(rows, cols) + (f"\n\n{v['noise_note']}" if v['noise_note'] else ''))
+        return ("Fairness", ''.join(hs), '\n\n'.join(ms))
     def _title(self): return f"retrain {self.name}: {self.decision}"
     def html(self) -> str:
         "A standalone HTML page of the report (charts inline, nothing fetched)."

@@ -12,9 +12,10 @@ from pathlib import Path
 from ..core import MlnbError, atomic_write, emit, read_data, verb
 from ..config import Project, find_project, setting
 from .report import CostClock, RetrainReport, past_costs
+from ..monitor.explanations import fairness, registered_model  # also declares the fairness.* settings read here
 
 # %% auto #0
-__all__ = ['RetrainError', 'retrain', 'pending', 'approve']
+__all__ = ['RetrainError', 'retrain', 'fairness_on_holdout', 'pending', 'approve']
 
 # %% ../../nbs/76_pipeline_retraining.ipynb #aba90de7
 setting("retrain.data", "data/raw.csv", "The raw table the pipeline reads; `mlnb retrain --data FILE` puts new data there")
@@ -55,6 +56,8 @@ def retrain(name:str, # The registered model to retrain
     prj = find_project(project)
     st = prj.settings
     rep = RetrainReport(name, trigger='drift' if if_drift else 'new data' if if_new_data else 'schedule')
+    if st.get('fairness.sensitive'):
+        rep.fairness = dict(note="no challenger was registered, so there was nothing to check for fairness")
     clock = CostClock().start()
     record('retrain.start', prj, model=name, data=str(data) if data else None, require_approval=require_approval, no_gate=no_gate)
     run, err = _open_run(prj, name), None
@@ -144,6 +147,7 @@ def _retrain(prj, st, rep, data, require_approval, if_drift, if_new_data, no_gat
     rep.comparison = dict(challenger=v, champion=cmp.incumbent, metric=cmp.metric, challenger_score=cmp.candidate_score,
                           champion_score=cmp.incumbent_score, min_improvement=cmp.min_improvement, higher_is_better=cmp.higher_is_better,
                           wins=cmp.wins, holdout=st['retrain.holdout'])
+    if st.get('fairness.sensitive'): rep.fairness = fairness_on_holdout(prj, rep.name, v, cmp.incumbent, holdout)
     if not cmp.wins:
         rep.decision = 'kept'; rep.add('decision', f"champion kept: {cmp.summary()}"); return
     if require_approval:
@@ -152,6 +156,28 @@ def _retrain(prj, st, rep, data, require_approval, if_drift, if_new_data, no_gat
         rep.decision = 'pending'; rep.add('decision', f"v{v} wins ({cmp.summary()}); pending approval: `mlnb approve {rep.name} {v}`"); return
     promote(rep.name, v, 'champion', holdout, project=prj, reason='retrain', comparison=cmp)
     rep.decision = 'promoted'; rep.add('decision', f"v{v} promoted to @champion: {cmp.summary()}")
+
+def fairness_on_holdout(prj:Project, # The project (its `fairness.*` settings name the columns)
+                        name:str, # The registered model
+                        challenger:int, # The challenger's version
+                        champion:int|None, # The champion's version (None: there is none)
+                        holdout:Path, # The holdout both were compared on
+                       ) -> dict:
+    "Fairness of the challenger (and the champion) on the holdout, each logged as a fairness run for its version; `{challenger, champion: {version, result}}`, or a `note` when it could not run."
+    from mlnb.track.tracking import run as open_run
+    out = {}
+    try:
+        df = read_data(str(holdout), 'holdout')
+        df.attrs['mlnb.source'] = str(holdout.relative_to(prj.root)) if holdout.is_relative_to(prj.root) else str(holdout)
+        for role, ver in (('challenger', challenger), ('champion', champion)):
+            if ver is None or (role == 'champion' and int(ver) == int(challenger)): continue
+            model, tags = registered_model(f"{name}/{ver}", project=prj)
+            with open_run(name=f"fairness {name} v{ver}", tags=tags, project=prj):  # evidence for that version, nested in the retrain's run
+                res = fairness(model, df, project=prj)
+            out[role] = dict(version=int(ver), result=res.to_dict())
+            emit('retrain.fairness', msg=f"{role} v{ver}: {res.summary}", model=name)
+    except MlnbError as e: out['note'] = f"fairness could not be computed on the holdout: {e}"
+    return out
 
 def _changed(prj:Project, path:Path) -> bool:
     "Does `path` differ from the version its `.dvc` file records?"
