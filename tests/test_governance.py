@@ -175,3 +175,22 @@ def test_retention_deletes_only_what_its_policy_says(served):
     assert 'served' in str(segs[0]) and cli(prj, 'predictions', 'retain').returncode == 0  # the policy's default: 0 keeps all
     r = cli(prj, 'predictions', 'retain', '--days', '-1', check=False)
     assert r.returncode != 0 and 'must be 0 or more' in r.stderr
+
+
+def test_sealed_segments_are_versioned_with_dvc(served):
+    "`mlnb predictions version` mirrors the sealed segments into data/predictions and makes it a DVC version, audited."
+    prj = served['prj']
+    from mlnb.track.predictions import served_path, segments
+    r = cli(prj, 'predictions', 'version')
+    arc = prj.root/'data'/'predictions'
+    segs = segments(served_path(prj, 'scorer'))
+    assert segs and all((arc/'scorer'/s.name).read_bytes() == s.read_bytes() for s in segs)
+    assert (prj.root/'data'/'predictions.dvc').exists()
+    log = subprocess.run(['git', 'log', '--format=%s', '--', 'data/predictions.dvc'], cwd=prj.root, capture_output=True, text=True).stdout
+    assert 'prediction log:' in log
+    from mlnb.audit import audit_log
+    e = [e for e in audit_log(prj).entries() if e['action'] == 'predictions.version'][-1]
+    assert e['segments'] == len(list(arc.rglob('*.jsonl.*'))) and e['md5'].endswith('.dir')
+    assert b'@example.org' not in b''.join(p.read_bytes() for p in arc.rglob('*') if p.is_file())  # the policy holds in the archive too
+    again = cli(prj, 'predictions', 'version')
+    assert 'unchanged' in again.stdout + again.stderr
