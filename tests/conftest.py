@@ -1,7 +1,47 @@
-"""Shared fixtures: a fresh mlnb project, the `mlnb` command in a subprocess, an IPython shell with the extension."""
-import os, subprocess, sys
+"""Shared fixtures: a fresh mlnb project, the `mlnb` command in a subprocess, an IPython shell with the extension;
+and `serve_process`, a real `mlnb serve` on loopback (`from conftest import serve_process`)."""
+import os, socket, subprocess, sys, time
+from contextlib import contextmanager
 from pathlib import Path
 import pytest
+
+SERVE_CLI = [sys.executable, '-c', 'import sys; from mlnb.cli import main; sys.exit(main())']
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+def serve_env() -> dict:
+    "The environment of an `mlnb` subprocess: no DVC analytics, no MLNB_PROJECT (the project is the working folder)."
+    e = {**os.environ, 'DVC_NO_ANALYTICS': '1'}
+    e.pop('MLNB_PROJECT', None)
+    return e
+
+@contextmanager
+def serve_process(prj, *args, port=None):
+    "`mlnb serve ARGS` in a subprocess on a free loopback port; yields its URL once /ready answers; stops it after."
+    import httpx
+    port = port or free_port()
+    log_path = prj.root/f'serve-{port}.log'  # outside .mlnb/: the server's own console
+    log = open(log_path, 'w')
+    p = subprocess.Popen([*SERVE_CLI, 'serve', *map(str, args), '--host', '127.0.0.1', '--port', str(port)],
+                         cwd=prj.root, env=serve_env(), stdout=log, stderr=subprocess.STDOUT)
+    url = f'http://127.0.0.1:{port}'
+    try:
+        t0 = time.time()
+        while True:
+            if p.poll() is not None: raise AssertionError(f"server exited {p.returncode}: {log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f'{url}/ready', timeout=2).status_code == 200: break
+            except httpx.TransportError: pass
+            assert time.time() - t0 < 120, 'server did not become ready'
+            time.sleep(0.2)
+        yield url
+    finally:
+        p.terminate()
+        try: p.wait(30)
+        except subprocess.TimeoutExpired: p.kill(); p.wait()
+        log.close()
 
 @pytest.fixture
 def mlnb_cli():

@@ -2,13 +2,12 @@
 redacted values out of every file under `.mlnb/`, each decision is found by its id with its model, version, time,
 input hash and output, closed segments are sealed in the audit log, `forget` erases a subject everywhere it was held
 and `audit verify` still passes, and retention deletes only what its policy says, on the record."""
-import json, os, socket, subprocess, sys, time
-from contextlib import contextmanager
+import json, subprocess, time
 from pathlib import Path
 import pytest
+from conftest import SERVE_CLI as CLI, serve_env, serve_process as server
 
 httpx = pytest.importorskip('httpx')
-CLI = [sys.executable, '-c', 'import sys; from mlnb.cli import main; sys.exit(main())']
 SUBJECT = 987654321  # the customer who asks to be forgotten (a number no timestamp or hash will hold by chance)
 
 MODEL = '''
@@ -21,41 +20,14 @@ mlflow.models.set_model(Scorer())
 '''
 
 
-def _env():
-    e = {**os.environ, 'DVC_NO_ANALYTICS': '1'}
-    e.pop('MLNB_PROJECT', None)
-    return e
+def _env(**extra):
+    return {**serve_env(), **extra}
 
 
 def cli(prj, *args, check=True):
     r = subprocess.run([*CLI, *map(str, args)], cwd=prj.root, env=_env(), capture_output=True, text=True, timeout=300)
     if check: assert r.returncode == 0, r.stdout + r.stderr
     return r
-
-
-@contextmanager
-def server(prj, *args):
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
-    log = open(prj.root/'serve.log', 'w')  # outside .mlnb/: the server's own console
-    p = subprocess.Popen([*CLI, 'serve', *map(str, args), '--host', '127.0.0.1', '--port', str(port)],
-                         cwd=prj.root, env=_env(), stdout=log, stderr=subprocess.STDOUT)
-    url = f'http://127.0.0.1:{port}'
-    try:
-        t0 = time.time()
-        while True:
-            assert p.poll() is None, (prj.root/'serve.log').read_text()[-3000:]
-            try:
-                if httpx.get(f'{url}/ready', timeout=2).status_code == 200: break
-            except httpx.TransportError: pass
-            assert time.time() - t0 < 120, 'server did not become ready'
-            time.sleep(0.2)
-        yield url
-    finally:
-        p.terminate()
-        try: p.wait(30)
-        except subprocess.TimeoutExpired: p.kill(); p.wait()
-        log.close()
 
 
 @pytest.fixture(scope='module')
@@ -94,7 +66,7 @@ def _held(prj) -> bytes:
 
 
 def test_redacted_fields_never_reach_disk(served):
-    prj, rows = served['prj'], served['rows']
+    prj = served['prj']
     cli(prj, 'predictions', 'close')
     held = _held(prj)
     assert b'@example.org' not in held and b'person3' not in held  # dropped: in no file at all
@@ -181,7 +153,7 @@ def test_sealed_segments_are_versioned_with_dvc(served):
     "`mlnb predictions version` mirrors the sealed segments into data/predictions and makes it a DVC version, audited."
     prj = served['prj']
     from mlnb.track.predictions import served_path, segments
-    r = cli(prj, 'predictions', 'version')
+    cli(prj, 'predictions', 'version')
     arc = prj.root/'data'/'predictions'
     segs = segments(served_path(prj, 'scorer'))
     assert segs and all((arc/'scorer'/s.name).read_bytes() == s.read_bytes() for s in segs)

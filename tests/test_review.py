@@ -2,12 +2,11 @@
 low-confidence predictions (`pending_review` with a ticket), `GET /decisions/{ticket}` gives the final answer once a
 reviewer decided through the CLI, the decision is audited and lands as a trusted label, and bad policies and bad
 decisions are one-line errors."""
-import json, os, socket, subprocess, sys, time
-from contextlib import contextmanager
+import json, subprocess
 import pytest
+from conftest import SERVE_CLI as CLI, serve_env, serve_process as server
 
 httpx = pytest.importorskip('httpx')
-CLI = [sys.executable, '-c', 'import sys; from mlnb.cli import main; sys.exit(main())']
 
 MODEL = '''
 import math, mlflow
@@ -20,40 +19,13 @@ mlflow.models.set_model(Risk())
 
 
 def _env(**extra):
-    e = {**os.environ, 'DVC_NO_ANALYTICS': '1', **extra}
-    e.pop('MLNB_PROJECT', None)
-    return e
+    return {**serve_env(), **extra}
 
 
 def cli(prj, *args, check=True, **env):
     r = subprocess.run([*CLI, *map(str, args)], cwd=prj.root, env=_env(**env), capture_output=True, text=True, timeout=300)
     if check: assert r.returncode == 0, r.stdout + r.stderr
     return r
-
-
-@contextmanager
-def server(prj, *args):
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
-    log = open(prj.root/'serve.log', 'w')
-    p = subprocess.Popen([*CLI, 'serve', *map(str, args), '--host', '127.0.0.1', '--port', str(port)],
-                         cwd=prj.root, env=_env(), stdout=log, stderr=subprocess.STDOUT)
-    url = f'http://127.0.0.1:{port}'
-    try:
-        t0 = time.time()
-        while True:
-            assert p.poll() is None, (prj.root/'serve.log').read_text()[-3000:]
-            try:
-                if httpx.get(f'{url}/ready', timeout=2).status_code == 200: break
-            except httpx.TransportError: pass
-            assert time.time() - t0 < 120, 'server did not become ready'
-            time.sleep(0.2)
-        yield url
-    finally:
-        p.terminate()
-        try: p.wait(30)
-        except subprocess.TimeoutExpired: p.kill(); p.wait()
-        log.close()
 
 
 @pytest.fixture(scope='module')

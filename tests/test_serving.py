@@ -1,10 +1,9 @@
 """`mlnb serve` as a real uvicorn process on 127.0.0.1: predictions equal the model's own, batching under bounded
 load, hot swap under load with zero failed requests, fallback when a version does not load, bad input, a model that
 raises, the API key, several workers, and the prediction log."""
-import json, os, re, socket, subprocess, sys, threading, time, warnings
-from contextlib import contextmanager
-from pathlib import Path
+import json, re, subprocess, sys, threading, time, warnings
 import pytest
+from conftest import free_port, serve_env as _env, serve_process as server
 
 warnings.filterwarnings('ignore')
 httpx = pytest.importorskip('httpx')
@@ -19,43 +18,6 @@ class Fragile(mlflow.pyfunc.PythonModel):
         return (model_input["x"] * 2).tolist()
 mlflow.models.set_model(Fragile())
 '''
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
-
-def _env():
-    e = {**os.environ, 'DVC_NO_ANALYTICS': '1'}
-    e.pop('MLNB_PROJECT', None)
-    return e
-
-
-@contextmanager
-def server(prj, *args, port=None):
-    "`mlnb serve ARGS` in a subprocess on a free loopback port; yields its URL once /ready answers; stops it after."
-    port = port or free_port()
-    log = open(prj.root/f'serve-{port}.log', 'w')
-    p = subprocess.Popen([*CLI, 'serve', *map(str, args), '--host', '127.0.0.1', '--port', str(port)],
-                         cwd=prj.root, env=_env(), stdout=log, stderr=subprocess.STDOUT)
-    url = f'http://127.0.0.1:{port}'
-    try:
-        t0 = time.time()
-        while True:
-            if p.poll() is not None:
-                raise AssertionError(f"server exited {p.returncode}: {(prj.root/f'serve-{port}.log').read_text()[-3000:]}")
-            try:
-                if httpx.get(f'{url}/ready', timeout=2).status_code == 200: break
-            except httpx.TransportError: pass
-            assert time.time() - t0 < 120, 'server did not become ready'
-            time.sleep(0.2)
-        yield url
-    finally:
-        p.terminate()
-        try: p.wait(30)
-        except subprocess.TimeoutExpired: p.kill(); p.wait()
-        log.close()
 
 
 @pytest.fixture(scope='module')
