@@ -4,7 +4,7 @@ __version__ = "0.1.0"
 # feature modules) is imported until a name is used. Each feature adds its public names here.
 _API = {
     'drift': 'monitor.datadrift', 'DriftResult': 'monitor.datadrift', 'drift_profile': 'monitor.profiles',
-    'explain': 'monitor.explanations', 'fairness': 'monitor.explanations', 'card': 'monitor.cards',
+    'explain': 'monitor.explanations', 'fairness': 'monitor.fair', 'card': 'monitor.cards',
     'MlnbError': 'core', 'emit': 'core', 'events': 'core',
     'settings': 'config', 'find_project': 'config', 'Project': 'config',
     'run': 'track.tracking', 'log': 'track.tracking', 'log_params': 'track.tracking', 'log_artifact': 'track.tracking', 'log_figure': 'track.tracking', 'set_tags': 'track.tracking', 'log_dataset': 'track.tracking', 'active_run': 'track.tracking', 'runs': 'track.table', 'sync': 'track.store',

@@ -110,7 +110,7 @@ def test_high_risk_card_fails_check_until_filled(loans, mlnb_cli, ip, capsys, mo
     # fill what a person states, record fairness and a validation run, schedule a retrain: the check passes
     from mlflow.tracking import MlflowClient
     from mlnb.config import Project
-    from mlnb.monitor.explanations import fairness
+    from mlnb.monitor.fair import fairness
     from mlnb.pipeline.schedule import Schedules
     set_card(root, **STATED)
     fairness('loans@champion', df, sensitive='group', target='target', features=['a', 'b'], project=root)

@@ -298,7 +298,8 @@ def test_model_card_in_browser(playwright_browser, project):
     from mlflow.tracking import MlflowClient
     from sklearn.linear_model import LogisticRegression
     import mlnb
-    from mlnb.monitor.explanations import explain, fairness
+    from mlnb.monitor.explanations import explain
+    from mlnb.monitor.fair import fairness
     prj = project
     rng = np.random.default_rng(0)
     X = pd.DataFrame({'a': rng.normal(size=120), 'b': rng.normal(size=120)}); y = (X.a > 0).astype(int)

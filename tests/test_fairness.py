@@ -37,7 +37,7 @@ def prj(tmp_path_factory):
 def test_multiclass_fairness_of_a_registered_model_is_on_its_card(prj):
     "Per-group per-class recall and precision with intervals, intersectional groups, logged for the version, shown on the card."
     from mlnb.monitor.cards import card
-    from mlnb.monitor.explanations import fairness
+    from mlnb.monitor.fair import fairness
     p, di, feats, _, _ = prj
     fr = fairness('iris/1', di, sensitive='sex,age', target='species', features=feats, project=p)
     assert fr.task == 'multiclass' and fr.classes == ['setosa', 'versicolor', 'virginica'] and fr.sensitive == 'sex|age'
@@ -59,7 +59,7 @@ def test_multiclass_fairness_of_a_registered_model_is_on_its_card(prj):
 def test_regression_fairness_of_a_registered_model_is_on_its_card(prj):
     "MAE, RMSE and bias per group with intervals; the card shows error per group and the chart."
     from mlnb.monitor.cards import card
-    from mlnb.monitor.explanations import fairness
+    from mlnb.monitor.fair import fairness
     p, _, _, dd, feats = prj
     fr = fairness('diabetes/1', dd, sensitive='sex_group', target='progression', features=feats, project=p)
     assert fr.task == 'regression' and fr.metrics == ['mae', 'rmse', 'bias']
@@ -75,7 +75,7 @@ def test_regression_fairness_of_a_registered_model_is_on_its_card(prj):
 
 def test_binary_fairness_keeps_its_fields_and_marks_small_groups():
     "Binary: the parity and equalized-odds gaps as before; a 4-row group is marked small and its gap reads as noise."
-    from mlnb.monitor.explanations import fairness, fairness_view
+    from mlnb.monitor.fair import fairness, fairness_view
     df = pd.DataFrame({'g': ['a'] * 4 + ['b'] * 4, 'y': [1, 1, 0, 0, 1, 1, 0, 0], 'p': [1, 0, 0, 0, 1, 1, 1, 0]})
     fr = fairness(None, df, sensitive='g', target='y', prediction='p')
     assert (fr.demographic_parity_difference, fr.equalized_odds_difference) == (0.5, 0.5) and fr.task == 'binary'
@@ -103,7 +103,7 @@ def test_binary_fairness_keeps_its_fields_and_marks_small_groups():
 
 
 def test_fairness_is_seeded_and_fast_on_thousands_of_rows():
-    from mlnb.monitor.explanations import fairness
+    from mlnb.monitor.fair import fairness
     rng = np.random.default_rng(2)
     n = 5000
     df = pd.DataFrame({'g': rng.choice(list('abcd'), n), 'h': rng.choice(['x', 'y'], n), 'y': rng.integers(0, 4, n), 'p': rng.integers(0, 4, n)})
@@ -127,7 +127,7 @@ def test_fairness_is_seeded_and_fast_on_thousands_of_rows():
     (dict(sensitive='g', target='y', task='ranking'), "unknown task 'ranking'"),
 ])
 def test_bad_inputs_are_one_line_errors_with_a_hint(kw, msg):
-    from mlnb.monitor.explanations import FairnessError, fairness
+    from mlnb.monitor.fair import FairnessError, fairness
     df = pd.DataFrame({'g': list('abab'), 'y': [0, 1, 1, 0], 'r': [0.1, 2.5, 3.3, 4.0], 's': list('wxyz'), 'empty': [None] * 4})
     with pytest.raises(FairnessError) as e: fairness(None, df.assign(p=df[kw['target']] if kw['target'] in df else 0), prediction='p', **kw)
     assert msg in str(e.value) and '\n' not in str(e.value) and e.value.hint
@@ -148,7 +148,7 @@ def test_setting_names_the_sensitive_columns_for_the_function_the_card_and_the_c
     "With fairness.sensitive and fairness.target set, `fairness(model, data)` needs no columns, the card's command names them, the CLI takes a comma list."
     import mlnb
     from mlnb.monitor.cards import card
-    from mlnb.monitor.explanations import fairness
+    from mlnb.monitor.fair import fairness
     p, di, feats, _, _ = prj
     toml = p.root/'mlnb.toml'
     text = toml.read_text()

@@ -367,7 +367,8 @@ def test_card_holds_every_section_with_the_runs_numbers(project, mlnb_cli):
     from mlflow.models import infer_signature
     from sklearn.linear_model import LogisticRegression
     from mlnb.monitor.cards import card
-    from mlnb.monitor.explanations import explain, fairness
+    from mlnb.monitor.explanations import explain
+    from mlnb.monitor.fair import fairness
     from mlnb.serving.registry import register
     rng = np.random.default_rng(17)
     X = pd.DataFrame({'a': rng.normal(size=400), 'b': rng.normal(size=400)})
@@ -424,7 +425,7 @@ def test_card_holds_every_section_with_the_runs_numbers(project, mlnb_cli):
 
 def test_modules_import_nothing_heavy():
     import subprocess, sys
-    code = ("import sys, mlnb.monitor.profiles, mlnb.monitor.stattests, mlnb.monitor.datadrift, mlnb.monitor.explanations, mlnb.monitor.cards, mlnb.widgets.monitor\n"
+    code = ("import sys, mlnb.monitor.profiles, mlnb.monitor.stattests, mlnb.monitor.datadrift, mlnb.monitor.explanations, mlnb.monitor.fair, mlnb.monitor.cards, mlnb.widgets.monitor\n"
             "print([m for m in ('pandas', 'numpy', 'evidently', 'shap', 'mlflow', 'sklearn', 'ipywidgets', 'torch', 'scipy', 'jinja2') if m in sys.modules])")
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

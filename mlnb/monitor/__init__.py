@@ -1,4 +1,4 @@
-"""What a model does to data and people: drift profiles (profiles) and their statistical tests (stattests), drift itself (datadrift), explanations and fairness (explanations), what a card states besides scores: training data and evidence (evidence), the EU AI Act documentation it carries (aiact), and the model card (cards).
+"""What a model does to data and people: drift profiles (profiles) and their statistical tests (stattests), drift itself (datadrift), explanations (explanations), fairness across groups (fair), what a card states besides scores: training data and evidence (evidence), the EU AI Act documentation it carries (aiact), and the model card (cards).
 
 Docs: https://mlnb.github.io/mlnb/monitor.html.md"""
 
@@ -12,8 +12,9 @@ from .profiles import *
 from .stattests import *
 from .datadrift import *
 from .explanations import *
+from .fair import *
 from .evidence import *
 from .aiact import *
 from .cards import *
-from . import profiles, stattests, datadrift, explanations, evidence, aiact, cards
-__all__ = [n for m in (profiles, stattests, datadrift, explanations, evidence, aiact, cards) for n in m.__all__]  # the package's public names: its modules'
+from . import profiles, stattests, datadrift, explanations, fair, evidence, aiact, cards
+__all__ = [n for m in (profiles, stattests, datadrift, explanations, fair, evidence, aiact, cards) for n in m.__all__]  # the package's public names: its modules'

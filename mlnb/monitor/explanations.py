@@ -1,4 +1,4 @@
-"""Explanations and fairness checks: `explain` picks the SHAP explainer that fits the model (or uses LIME), `fairness` compares a classifier's or a regressor's metrics across groups, with confidence intervals.
+"""Explanations: `explain` picks the SHAP explainer that fits the model (or uses LIME), and the registered model and the command-line objects that explanations and fairness checks read.
 
 Docs: https://mlnb.github.io/mlnb/monitor_explanations.html.md"""
 
@@ -13,8 +13,8 @@ from ..core import MlnbError, MlnbUsageError, emit, forms, html_table, is_table_
 from ..config import setting
 
 # %% auto #0
-__all__ = ['ExplainError', 'explainer_kind', 'Explanation', 'LimeExplanation', 'explain_lime', 'registered_model', 'explain',
-           'FairnessError', 'FairnessResult', 'fairness', 'fairness_view']
+__all__ = ['ExplainError', 'explainer_kind', 'Explanation', 'LimeExplanation', 'explain_lime', 'project_settings',
+           'registered_model', 'explain', 'cli_object']
 
 # %% ../../nbs/54_monitor_explanations.ipynb #f24f505f
 class ExplainError(MlnbError):
@@ -263,7 +263,8 @@ def explain_lime(model, # A fitted model with `predict_proba` or `predict` (tabu
     w = pd.DataFrame(recs).reindex(columns=[str(c) for c in cols])
     return LimeExplanation(w, 'lime-tabular', name, label if classification else None, icpt)
 
-def _settings(project) -> dict:
+def project_settings(project, # A project, its folder, or None (the one at or above the current folder)
+                    ) -> dict:
     "The project's settings, or {} outside a project."
     try:
         from mlnb.config import find_project
@@ -307,7 +308,7 @@ def explain(model, # A fitted model (scikit-learn, XGBoost/LightGBM, torch, tran
             project=None, # The project whose registry holds `model` when it is named (default: the one at the current folder)
            ) -> Explanation|LimeExplanation:
     "SHAP values (or LIME weights, `method='lime'`) of `data` under `model`; SHAP's explainer is picked by the model's type."
-    method = method or _settings(project).get('explain.method') or 'shap'
+    method = method or project_settings(project).get('explain.method') or 'shap'
     if method not in _METHODS: raise MlnbUsageError(f"unknown explanation method '{method}'", hint=f"choose {' or '.join(_METHODS)} (the project's default: explain.method)")
     need(method, extra='explain')
     ref = model if isinstance(model, str) else None
@@ -350,315 +351,11 @@ def explain(model, # A fitted model (scikit-learn, XGBoost/LightGBM, torch, tran
     emit('explain.done', msg=f"{kind} explainer: top feature {res.importance.feature.iloc[0]}", explainer=kind)
     return res
 
-# %% ../../nbs/54_monitor_explanations.ipynb #15175826
-class FairnessError(MlnbError):
-    "A fairness check that cannot run: missing columns, no labels, a target that does not fit the task, no groups."
-
-setting("fairness.sensitive", [], "Sensitive columns fairness compares groups of (intersections when several); when set, every card and retrain report has a fairness section on them")
-setting("fairness.target", "", "The true label column fairness checks use (empty: `registry.target`)")
-setting("fairness.min_group", 30, "Groups with fewer rows are marked unreliable in fairness results (their gaps read as noise)")
-
-_TASK_METRICS = {'binary': ['selection_rate', 'tpr', 'fpr', 'accuracy'], 'regression': ['mae', 'rmse', 'bias']}
-
-def _ratio(num, den):
-    "num/den along the last axis, NaN where the denominator is 0."
-    import numpy as np
-    with np.errstate(invalid='ignore', divide='ignore'): return np.where(den > 0, num / np.maximum(den, 1), np.nan)
-
-def _metric_fns(task:str, k:int=0) -> dict:
-    "Metric name -> f(y_true, y_pred) on encoded arrays, computed along the last axis (1-D for MetricFrame, 2-D for the bootstrap)."
-    import numpy as np
-    if task == 'binary':
-        return dict(selection_rate=lambda t, p: p.mean(-1), tpr=lambda t, p: _ratio((t & p).sum(-1), t.sum(-1)),
-                    fpr=lambda t, p: _ratio((~t & p).sum(-1), (~t).sum(-1)), accuracy=lambda t, p: (t == p).mean(-1))
-    if task == 'regression':
-        return dict(mae=lambda y, p: np.abs(p - y).mean(-1), rmse=lambda y, p: np.sqrt(((p - y) ** 2).mean(-1)), bias=lambda y, p: (p - y).mean(-1))
-    out = dict(accuracy=lambda y, p: (y == p).mean(-1))
-    for c in range(k):
-        out[f'recall_{c}'] = lambda y, p, c=c: _ratio(((y == c) & (p == c)).sum(-1), (y == c).sum(-1))
-        out[f'precision_{c}'] = lambda y, p, c=c: _ratio(((y == c) & (p == c)).sum(-1), (p == c).sum(-1))
-    return out
-
-def _bootstrap(fns:dict, y, p, n_boot:int, rng, chunk:int=2_000_000) -> dict:
-    "Each metric on `n_boot` resamples (with replacement) of one group's rows: name -> array (n_boot,). Vectorised, in chunks of resamples."
-    import numpy as np
-    n = len(y); out = {m: [] for m in fns}
-    step = max(1, chunk // max(n, 1))
-    for s in range(0, n_boot, step):
-        idx = rng.integers(0, n, size=(min(step, n_boot - s), n))
-        yb, pb = y[idx], p[idx]
-        for m, f in fns.items(): out[m].append(np.asarray(f(yb, pb), dtype=float))
-    return {m: np.concatenate(v) for m, v in out.items()}
-
-def _detect_task(y, yhat, target:str) -> str:
-    "binary, multiclass or regression, from the target and the predictions."
-    import numpy as np, pandas as pd
-    ys = pd.Series(y)
-    if ys.dtype.kind == 'f' and not np.all(np.isclose(ys.dropna() % 1, 0)): return 'regression'
-    labels = set(pd.Series(np.concatenate([np.asarray(y, dtype=object), np.asarray(yhat, dtype=object)])).dropna().tolist())
-    if len(labels) <= 2: return 'binary'
-    if ys.dtype.kind in 'iuf' and ys.nunique() > 20: return 'regression'
-    return 'multiclass'
-
-@dataclass
-class FairnessResult:
-    "Metrics per group with bootstrap confidence intervals (`.table`), the gaps between groups (`.gaps`), and which gaps are within noise."
-    table: Any # DataFrame: group, n, each metric with its `_lo`/`_hi` bounds, reliable, note
-    sensitive: str  # The sensitive column(s) the groups come from, joined by '|' (groups are intersections, e.g. 'F|young')
-    demographic_parity_difference: float = float('nan')  # Binary: largest minus smallest selection rate across groups (0: parity)
-    equalized_odds_difference: float = float('nan')  # Binary: the larger of the TPR and FPR gaps across groups (0: equalized odds)
-    task: str = 'binary'  # 'binary', 'multiclass' or 'regression'
-    gaps: dict = field(default_factory=dict)  # Gap name -> largest minus smallest group value (what `validate` can gate on)
-    gap_ci: dict = field(default_factory=dict)  # Gap name -> [low, high], its bootstrap interval
-    noise: dict = field(default_factory=dict)  # Gap name -> True when the two extreme groups' intervals overlap or one is small
-    metrics: list = field(default_factory=list)  # The metric columns of `table`
-    classes: list = field(default_factory=list)  # Multiclass: the classes, in the order of `recall_<class>` columns
-    n_boot: int = 0  # Bootstrap resamples behind the intervals
-    min_group: int = 30  # Groups smaller than this are marked unreliable
-    ci: float = 0.95  # The confidence level of the intervals
-    @property
-    def summary(self) -> str:
-        "One sentence: the headline gaps, and which of them are within noise."
-        keys = {'binary': ['demographic_parity_difference', 'equalized_odds_difference'], 'multiclass': ['accuracy_difference', 'recall_difference', 'precision_difference'],
-                'regression': ['mae_difference', 'rmse_difference', 'bias_difference']}.get(self.task, [])
-        if self.task == 'binary':
-            head = (f"demographic parity difference {self.demographic_parity_difference:.4g}, "
-                    f"equalized odds difference {self.equalized_odds_difference:.4g}")
-        else:
-            head = ', '.join(f"{k.replace('_', ' ')} {self.gaps[k]:.4g}" for k in keys if k in self.gaps)
-        small = [str(g) for g, ok in zip(self.table.group, self.table.reliable) if not ok] if len(self.table) else []
-        noisy = [k for k in keys if self.noise.get(k)]
-        tail = ''
-        if noisy: tail += f"; within noise (intervals overlap or a group has < {self.min_group} rows): {', '.join(noisy)}"
-        if small: tail += f"; small groups: {', '.join(small)}"
-        return f"fairness by {self.sensitive}: {head}{tail}"
-    def to_dict(self) -> dict:
-        "JSON-ready: NaN becomes None."
-        import math
-        clean = lambda v: None if isinstance(v, float) and math.isnan(v) else (v.item() if hasattr(v, 'item') else v)
-        groups = [{k: clean(v) for k, v in r.items()} for r in self.table.to_dict('records')]
-        return dict(task=self.task, sensitive=self.sensitive, summary=self.summary,
-                    demographic_parity_difference=clean(self.demographic_parity_difference),
-                    equalized_odds_difference=clean(self.equalized_odds_difference),
-                    gaps={k: clean(v) for k, v in self.gaps.items()}, gap_ci={k: [clean(a) for a in v] for k, v in self.gap_ci.items()},
-                    noise=dict(self.noise), metrics=list(self.metrics), classes=[clean(c) for c in self.classes],
-                    n_boot=self.n_boot, min_group=self.min_group, ci=self.ci, groups=groups)
-    def __repr__(self):
-        cols = ['group', 'n'] + self.metrics + ['note']
-        return f"{self.summary}\n{self.table[[c for c in cols if c in self.table]].to_string(index=False)}"
-    def _repr_html_(self):
-        cols = ['group', 'n'] + self.metrics + ['note']
-        rows = []
-        for r in self.table.to_dict('records'):
-            row = dict(group=r['group'], n=r['n'], note=r.get('note', ''))
-            for m in self.metrics:
-                v, lo, hi = r.get(m), r.get(f'{m}_lo'), r.get(f'{m}_hi')
-                row[m] = '—' if v is None or v != v else (f"{v:.3g} [{lo:.3g}, {hi:.3g}]" if lo == lo and hi == hi and lo is not None else f"{v:.3g}")
-            rows.append(row)
-        return html_table(rows, cols, caption=html.escape(self.summary))
-
-def _model_features(model, data) -> list|None:
-    "The columns the model was fitted on (scikit-learn's `feature_names_in_`, an MLflow signature), when the data has them all."
-    names = getattr(model, 'feature_names_in_', None)
-    if names is None:
-        try: names = model.metadata.get_input_schema().input_names()
-        except Exception: names = None
-    names = [str(c) for c in names] if names is not None else None
-    return names if names and all(c in data.columns for c in names) else None
-
-def _sensitive_cols(sensitive, data) -> list:
-    "The sensitive columns: one name, a comma list, or a list (each item may be a comma list)."
-    if sensitive is None: return []
-    items = [sensitive] if isinstance(sensitive, str) else list(sensitive)
-    out = []
-    for s in items:
-        s = str(s)
-        out += [s] if s in data.columns else [c.strip() for c in s.split(',') if c.strip()]
-    return out
-
-# %% ../../nbs/54_monitor_explanations.ipynb #18fec6b6
-def fairness(model, # A fitted model (classifier or regressor), a registered one (`NAME@ALIAS`, `NAME/VERSION`: the run is tagged with it), or None with `prediction`
-             data, # A DataFrame with the features, the sensitive column(s) and the target
-             *,
-             sensitive:str|list|None=None, # The column(s) whose groups are compared; several (a list or 'a,b'): their intersections (default: the `fairness.sensitive` setting)
-             target:str|None=None, # The true label column (default: the `fairness.target` setting, else `registry.target`)
-             prediction:str|None=None, # A column of predictions to use instead of calling the model
-             pos_label:Any=1, # The positive label (binary)
-             features:list|None=None, # Columns the model takes (default: all but sensitive, target, prediction)
-             task:Literal['auto', 'binary', 'multiclass', 'regression']='auto', # What the model does (auto: from the target and predictions)
-             n_boot:int=200, # Bootstrap resamples per group for the confidence intervals (0: none, and only small groups mark a gap as noise)
-             min_group:int|None=None, # Groups with fewer rows are marked unreliable (default: the `fairness.min_group` setting, 30)
-             ci:float=0.95, # The confidence level of the intervals
-             seed:int=0, # The bootstrap's random seed
-             project=None, # The project whose registry holds `model` when it is named (default: the one at the current folder)
-            ) -> FairnessResult:
-    "Group metrics with bootstrap intervals: binary (selection rate, TPR, FPR, accuracy; parity and equalized-odds gaps), multiclass (per-class recall and precision, accuracy), regression (MAE, RMSE, bias)."
-    import numpy as np, pandas as pd
-    need('fairlearn', extra='explain')
-    from fairlearn.metrics import MetricFrame
-    ref = model if isinstance(model, str) else None
-    if ref is not None: model, _ = registered_model(ref, project=project)
-    if not isinstance(data, pd.DataFrame) or len(data) == 0:
-        raise FairnessError("fairness needs a DataFrame with rows", hint="pass the evaluation data as a DataFrame")
-    st = _settings(project) if sensitive is None or target is None or min_group is None else {}
-    cols = _sensitive_cols(sensitive if sensitive is not None else st.get('fairness.sensitive'), data)
-    if not cols: raise FairnessError("no sensitive column to compare groups of", hint="pass sensitive='COLUMN' (or a list), or set fairness.sensitive in mlnb.toml")
-    target = target or st.get('fairness.target') or st.get('registry.target')
-    if not target: raise FairnessError("no target column", hint="pass target='COLUMN', or set fairness.target in mlnb.toml")
-    min_group = int(min_group if min_group is not None else st.get('fairness.min_group', 30))
-    if task not in ('auto', 'binary', 'multiclass', 'regression'):
-        raise FairnessError(f"unknown task '{task}'", hint="choose auto, binary, multiclass or regression")
-    for c, what in [(c, 'sensitive') for c in cols] + [(target, 'target'), (prediction, 'prediction')]:
-        if c is not None and c not in data.columns:
-            raise FairnessError(f"the {what} column '{c}' is not in the data", hint=f"its columns are: {', '.join(map(str, list(data.columns)[:20]))}")
-    if prediction is not None: yhat = data[prediction].to_numpy()
-    elif model is None: raise FairnessError("no model and no prediction column", hint="pass a model, or prediction='col'")
-    else:
-        feats = features or _model_features(model, data) or [c for c in data.columns if c not in (*cols, target)]
-        try: yhat = np.asarray(model.predict(data[feats]))
-        except Exception as e:
-            raise FairnessError(f"{type(model).__name__}.predict failed: {str(e).splitlines()[0][:200]}",
-                                hint="pass features=[...] (the model's input columns) or a prediction column") from None
-    yhat = yhat.reshape(len(data), -1)[:, -1] if yhat.ndim > 1 else yhat
-    y = data[target].to_numpy()
-    if len(cols) > 1:  # intersections: 'F|young'; a row missing any of the columns is in no group
-        key = data[cols[0]].astype(str)
-        for c in cols[1:]: key = key + '|' + data[c].astype(str)
-        key = key.where(data[cols].notna().all(axis=1).to_numpy())
-    else: key = data[cols[0]]
-    keep = key.notna().to_numpy() & pd.notna(y)
-    if not keep.any(): raise FairnessError(f"no rows with both a group in {', '.join(cols)} and a target", hint="check the sensitive and target columns are filled")
-    key, y, yhat = key[keep], y[keep], yhat[keep]
-    task = _detect_task(y, yhat, target) if task == 'auto' else task
-    if task == 'regression':
-        try: yv, pv = np.asarray(y, dtype=float), np.asarray(yhat, dtype=float)
-        except (TypeError, ValueError):
-            raise FairnessError(f"the target '{target}' is not numeric, so it cannot be a regression target", hint="task='multiclass' or 'binary' for labels") from None
-        classes = []
-    elif task == 'binary':
-        nl = len(set(pd.Series(y).tolist()))
-        if nl > 2:
-            raise FairnessError(f"the target '{target}' has {nl} distinct values, so it is not binary", hint="task='multiclass' for labels, task='regression' for numbers, or task='auto'")
-        if pos_label not in set(y.tolist()) | set(yhat.tolist()):
-            raise FairnessError(f"the positive label {pos_label!r} occurs in neither the target nor the predictions", hint="set pos_label=")
-        yv, pv, classes = y == pos_label, yhat == pos_label, []
-    else:
-        classes = sorted(set(pd.Series(y).tolist()) | set(pd.Series(yhat).tolist()), key=str)
-        code = {c: i for i, c in enumerate(classes)}
-        yv, pv = np.array([code[v] for v in y]), np.array([code[v] for v in yhat])
-    fns = _metric_fns(task, len(classes))
-    name = '|'.join(map(str, cols))
-    mf = MetricFrame(metrics={m: (lambda f: lambda a, b: float(f(np.asarray(a), np.asarray(b))))(f) for m, f in fns.items()},
-                     y_true=yv, y_pred=pv, sensitive_features=pd.Series(np.asarray(key), name=name))
-    by = mf.by_group
-    groups = list(by.index)
-    rng, alpha = np.random.default_rng(seed), (1 - ci) / 2
-    gidx = pd.Series(np.arange(len(key))).groupby(np.asarray(key), sort=True).indices
-    boots, rows = {}, []
-    for g in groups:
-        idx = gidx[g]
-        row = dict(group=str(g), n=len(idx))
-        b = _bootstrap(fns, yv[idx], pv[idx], n_boot, rng) if n_boot else {}
-        boots[g] = b
-        for m in fns:
-            row[m] = float(by.loc[g, m])
-            with np.errstate(all='ignore'):
-                lo, hi = (np.nanquantile(b[m], [alpha, 1 - alpha]) if n_boot and np.isfinite(b[m]).any() else (np.nan, np.nan))
-            row[f'{m}_lo'], row[f'{m}_hi'] = float(lo), float(hi)
-        row['reliable'] = len(idx) >= min_group
-        row['note'] = '' if row['reliable'] else f"small group (n < {min_group})"
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    label = lambda m: m if task != 'multiclass' or '_' not in m or m == 'accuracy' else f"{m.split('_')[0]}_{classes[int(m.split('_')[1])]}"
-    table = table.rename(columns={c: c.replace(m, label(m)) for m in fns for c in (m, f'{m}_lo', f'{m}_hi')})
-    def gap(m):
-        "Largest minus smallest group value of metric `m`, its bootstrap interval, and whether it is within noise."
-        s = table[label(m)]
-        if not s.notna().any(): return float('nan'), [float('nan')] * 2, True
-        hi_g, lo_g = table.loc[s.idxmax()], table.loc[s.idxmin()]
-        noise = not (hi_g.reliable and lo_g.reliable) or bool(n_boot) and not (hi_g[f'{label(m)}_lo'] > lo_g[f'{label(m)}_hi'])
-        ivl = [float('nan')] * 2
-        if n_boot:
-            with np.errstate(all='ignore'):
-                mat = np.vstack([boots[g][m] for g in groups])
-                d = np.nanmax(mat, axis=0) - np.nanmin(mat, axis=0)
-                if np.isfinite(d).any(): ivl = [float(v) for v in np.nanquantile(d, [alpha, 1 - alpha])]
-        return float(s.max() - s.min()), ivl, bool(noise)
-    gaps, gap_ci, noise = {}, {}, {}
-    def put(k, v):
-        gaps[k], gap_ci[k], noise[k] = v
-    if task == 'binary':
-        for m in ('selection_rate', 'tpr', 'fpr', 'accuracy'): put(f'{m}_difference', gap(m))
-        dp, eo = gaps['selection_rate_difference'], max(gaps['tpr_difference'], gaps['fpr_difference'])
-        gaps['demographic_parity_difference'], gap_ci['demographic_parity_difference'], noise['demographic_parity_difference'] = dp, gap_ci['selection_rate_difference'], noise['selection_rate_difference']
-        w = 'tpr_difference' if gaps['tpr_difference'] >= gaps['fpr_difference'] or gaps['fpr_difference'] != gaps['fpr_difference'] else 'fpr_difference'
-        gaps['equalized_odds_difference'], gap_ci['equalized_odds_difference'], noise['equalized_odds_difference'] = eo, gap_ci[w], noise[w]
-    elif task == 'regression':
-        for m in ('mae', 'rmse', 'bias'): put(f'{m}_difference', gap(m))
-    else:
-        put('accuracy_difference', gap('accuracy'))
-        for kind in ('recall', 'precision'):
-            per = {c: gap(f'{kind}_{i}') for i, c in enumerate(classes)}
-            for c, v in per.items(): put(f'{kind}_difference/{c}', v)
-            worst = max(per, key=lambda c: -1 if per[c][0] != per[c][0] else per[c][0])
-            put(f'{kind}_difference', per[worst])
-    res = FairnessResult(table, name, gaps.get('demographic_parity_difference', float('nan')), gaps.get('equalized_odds_difference', float('nan')),
-                         task=task, gaps=gaps, gap_ci=gap_ci, noise=noise, metrics=[label(m) for m in fns], classes=classes,
-                         n_boot=n_boot, min_group=min_group, ci=ci)
-    emit('fairness.done', msg=res.summary, task=task)
-    import json
-    from mlnb.monitor.datadrift import data_label, log_to_run
-    log_to_run({k: v for k, v in gaps.items() if '/' not in k and v == v},
-               {'fairness.sensitive': name, 'fairness.task': task, 'fairness.data': data_label(data)},
-               {'fairness.json': json.dumps(res.to_dict(), default=str, indent=1)}, 'fairness', model=ref, project=project)
-    return res
-
-# %% ../../nbs/54_monitor_explanations.ipynb #51633832
-_HEAD = {'selection_rate': 'selection rate', 'tpr': 'TPR', 'fpr': 'FPR', 'accuracy': 'accuracy', 'mae': 'MAE', 'rmse': 'RMSE', 'bias': 'bias (mean error)'}
-_HEADLINE = {'binary': ['demographic_parity_difference', 'equalized_odds_difference'], 'multiclass': ['accuracy_difference', 'recall_difference', 'precision_difference'],
-             'regression': ['mae_difference', 'rmse_difference', 'bias_difference']}
-
-def fairness_view(d:dict, # A `FairnessResult.to_dict()` (as logged in fairness.json; older binary-only records too)
-                  digits:int=3, # Significant digits in the cells
-                 ) -> dict:
-    "What a card or report shows of a fairness result: `headline` (the gaps, with intervals), `headers`, `rows` (group, n, cells 'value [lo, hi]', note), `noise_note`, and `chart` (`{group: 0…1}`) with `chart_title`."
-    import math
-    d = dict(d or {})
-    task = d.get('task') or 'binary'
-    metrics = d.get('metrics') or ['selection_rate', 'tpr', 'fpr', 'accuracy']
-    f = lambda v: '—' if v is None or (isinstance(v, float) and math.isnan(v)) else (f"{v:.{digits}g}" if isinstance(v, float) else str(v))
-    gaps = dict(d.get('gaps') or {k: d.get(k) for k in _HEADLINE['binary'] if d.get(k) is not None})
-    ci, noise = d.get('gap_ci') or {}, d.get('noise') or {}
-    def said(k):
-        lo, hi = (ci.get(k) or [None, None])[:2]
-        g = gaps[k]  # the gap itself at the card's precision (6 significant digits), its interval as the cells
-        return f"{k.replace('_', ' ')} {'—' if g is None or g != g else f'{g:.6g}'}" + (f" [{f(lo)}, {f(hi)}]" if lo is not None and hi is not None else '')
-    keys = [k for k in _HEADLINE.get(task, []) if k in gaps]
-    rows = []
-    for g in d.get('groups') or []:
-        cells = []
-        for m in metrics:
-            lo, hi = g.get(f'{m}_lo'), g.get(f'{m}_hi')
-            cells.append(f(g.get(m)) + (f" [{f(lo)}, {f(hi)}]" if lo is not None and hi is not None else ''))
-        rows.append(dict(group=g.get('group'), n=g.get('n'), cells=cells, note=g.get('note') or ''))
-    noisy = [k.replace('_', ' ') for k in keys if noise.get(k)]
-    small = [str(g.get('group')) for g in d.get('groups') or [] if g.get('reliable') is False]
-    note = ''
-    if noisy: note += f"Within noise (the extreme groups' intervals overlap, or one has fewer than {d.get('min_group', 30)} rows): {', '.join(noisy)}. "
-    elif keys and 'noise' in d and d.get('n_boot'): note += "The gaps above are beyond the noise of the bootstrap. "
-    if small: note += f"Small groups, not findings: {', '.join(small)}."
-    head = lambda m: _HEAD.get(m) or m.replace('_', ' ')
-    cm = {'binary': 'selection_rate', 'regression': 'mae'}.get(task, 'accuracy')
-    vals = {str(g.get('group')): float(g.get(cm) or 0) for g in d.get('groups') or []}
-    top = max([abs(v) for v in vals.values()] + [0]) or 1.0
-    scale = 1.0 if task != 'regression' else top
-    return dict(task=task, sensitive=d.get('sensitive'), classes=d.get('classes') or [], headline=', '.join(said(k) for k in keys),
-                headers=[head(m) for m in metrics], rows=rows, noise_note=note.strip(), n_boot=d.get('n_boot') or 0, ci=d.get('ci') or 0.95,
-                chart={k: v / scale for k, v in vals.items()},
-                chart_title=f"{head(cm)} by {d.get('sensitive', 'group')}" + (', relative to the largest' if task == 'regression' else ''))
-
 # %% ../../nbs/54_monitor_explanations.ipynb #6f1c398d
-def _obj(v, what:str, ctx):
+def cli_object(v, # What the face passed: a notebook object, or a word (a file, a table reference, a registered model)
+               what:str, # `model` or `data`: what `v` stands for (in errors, and which forms are accepted)
+               ctx, # The verb's context (`ctx.namespace` is the notebook's, None on the command line)
+              ):
     "A notebook object as it is; a word (the CLI, or no such variable): a model file (joblib/pickle), or data in any form `read_data` takes."
     if not isinstance(v, (str, int, float)) or isinstance(v, bool): return v
     from pathlib import Path
@@ -678,30 +375,10 @@ def _obj(v, what:str, ctx):
 
 def _explain_call(fn, kw, ctx):
     "`explain` with the model and the data read from files where the notebook has no such variables."
-    return fn(**{**kw, 'model': _obj(kw['model'], 'model', ctx), 'data': _obj(kw['data'], 'data', ctx)})
+    return fn(**{**kw, 'model': cli_object(kw['model'], 'model', ctx), 'data': cli_object(kw['data'], 'data', ctx)})
 
 verb("explain", "SHAP values (or LIME weights, --method lime) of DATA under MODEL; top features and plots", fn=explain,
      opts=dict(model=dict(help="the model: a notebook variable, a .joblib/.pkl file, or a registered model NAME@ALIAS / NAME/VERSION (the run is tagged with it)"),
                data=dict(help="the rows: a notebook DataFrame, a table file, PATH@REV or served:NAME"),
                n_background=dict(flags=['--background', '--n-background'])),
      call=_explain_call)
-
-def _fairness_call(fn, kw, ctx):
-    "`fairness` with files read as `explain` does (`-`: no model, with `--prediction`), and the typed positive label made a value of the target column."
-    model = None if isinstance(kw['model'], str) and kw['model'] == '-' else _obj(kw['model'], 'model', ctx)
-    data = _obj(kw['data'], 'data', ctx)
-    pos, target = str(kw['pos_label']), kw['target']  # a label typed on a command line is text
-    col = data[target] if target in getattr(data, 'columns', []) else None
-    if col is not None and col.dtype.kind in 'biuf':
-        pos = {'true': True, 'false': False}.get(pos.lower(), pos)
-        if not isinstance(pos, bool):
-            try: pos = type(col.iloc[0].item())(float(pos))
-            except ValueError: pass
-    return fn(**{**kw, 'model': model, 'data': data, 'pos_label': pos})
-
-verb("fairness", "group metrics with confidence intervals: binary (selection rate, TPR, FPR; parity and equalized odds gaps), multiclass (per-class recall, precision), regression (MAE, RMSE, bias)", fn=fairness,
-     opts=dict(model=dict(help="the classifier: a notebook variable, a .joblib/.pkl file or a registered model NAME@ALIAS; '-' with --prediction"),
-               data=dict(help="a notebook DataFrame, a table file, PATH@REV or served:NAME"),
-               sensitive=dict(positional=False, kind='list', help="the sensitive column(s): several (space- or comma-separated) compare their intersections (default: fairness.sensitive)"),
-               target=dict(positional=False), pos_label=dict(kind='str')),
-     call=_fairness_call)

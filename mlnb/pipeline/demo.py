@@ -74,7 +74,8 @@ def _loop(prj:Project, step, serve:bool):
     shifted.attrs['mlnb.source'] = f"a shifted copy of {hold}"
     d = drift(X, shifted, model=champ)
     step(f"drift: a shifted copy of the holdout drifts in {len(d.drifted)} of {X.shape[1]} columns ({', '.join(d.drifted[:5])}); dataset drift {d.dataset_drift}")
-    from mlnb.monitor.explanations import explain, fairness
+    from mlnb.monitor.explanations import explain
+    from mlnb.monitor.fair import fairness
     ex = explain(champ, X, n_background=50, rows=20, project=prj)
     top = list(ex.importance['feature'][:3])
     step(f"explain: {ex.explainer} explainer on {champ}; most important features {', '.join(map(str, top))}")

@@ -255,7 +255,7 @@ class RetrainReport:
     def fairness_section(self) -> tuple:
         "The Fairness section (title, HTML, Markdown): challenger's and champion's group metrics on the holdout, with intervals, or why there are none."
         from mlnb.core.charts import hbars
-        from mlnb.monitor.explanations import fairness_view
+        from mlnb.monitor.fair import fairness_view
         f, hs, ms = self.fairness or {}, [], []
         if f.get('note'): hs.append(f"<p>{html.escape(f['note'])}</p>"); ms.append(f['note'])
         for role in ('challenger', 'champion'):

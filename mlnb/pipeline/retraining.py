@@ -12,7 +12,8 @@ from pathlib import Path
 from ..core import MlnbError, atomic_write, emit, read_data, verb
 from ..config import Project, find_project, setting
 from .report import CostClock, RetrainReport, past_costs
-from ..monitor.explanations import fairness, registered_model  # also declares the fairness.* settings read here
+from ..monitor.explanations import registered_model
+from ..monitor.fair import fairness  # also declares the fairness.* settings read here
 
 # %% auto #0
 __all__ = ['RetrainError', 'retrain', 'fairness_on_holdout', 'pending', 'approve']
