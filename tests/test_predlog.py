@@ -27,3 +27,15 @@ def test_a_second_log_on_the_same_file_never_overwrites_a_segment(tmp_path):
     a.close(); b.close()
     ids = [json.loads(l)['id'] for f in segments(path) + [path] for l in f.read_text().splitlines()]
     assert sorted(ids, key=int) == [str(k) for k in range(30)]
+
+
+def test_flush_waits_for_the_writer_threads_flush(tmp_path):
+    "A flush called while the writer thread is still writing its batch returns only once that batch is on disk."
+    import time
+    path = tmp_path/'m.jsonl'
+    log = PredictionLog(path, flush_s=0.05, transform=lambda r: (time.sleep(0.3), r)[1])  # a slow field policy
+    log.add([{'id': '1', 'input': {'x': 1}, 'output': 0}])
+    time.sleep(0.15)  # the writer thread has taken the row and is transforming it
+    log.flush()
+    assert [json.loads(l)['id'] for l in path.read_text().splitlines()] == ['1']
+    log.close()

@@ -103,6 +103,9 @@ def test_openapi_declares_every_response(env):
     for p in ('/predict', '/feedback'):
         assert {'200', '413', '422', '500'} <= set(ops[p, 'post']['responses']), (p, sorted(ops[p, 'post']['responses']))
     assert '503' in ops['/predict', 'post']['responses'] and '503' in ops['/ready', 'get']['responses']
+    assert {'200', '404', '500'} == set(ops['/decisions/{ticket}', 'get']['responses'])  # human review's answers (issue 22)
+    r = httpx.get(f"{env['open'].url}/decisions/{'0' * 32}")
+    assert r.status_code == 404 and set(r.json()) == ERROR_KEYS and 'no review case' in r.json()['message']
     body = spec['paths']['/predict']['post']['requestBody']['content']['application/json']['schema']
     assert 'mean radius' in json.dumps(body)
     for op in ops.values():

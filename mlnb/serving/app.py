@@ -167,12 +167,14 @@ def _document_errors(spec:dict, srv:ModelServer, ErrorBody) -> dict:
     err = {'content': {'application/json': {'schema': {'$ref': '#/components/schemas/ErrorBody'}}}}
     extra = {'/predict': {422: "Invalid input: the field and what is wrong, per instance (also when the model refused the input)",
                           503: "The model failed on this request for another reason than its input; the error id is in the server log"},
-             '/feedback': {422: "Invalid feedback: not JSON, a bad id, a missing label"}}
+             '/feedback': {422: "Invalid feedback: not JSON, a bad id, a missing label"},
+             '/decisions/{ticket}': {404: "No review case has this ticket"}}
     sch = spec.setdefault('components', {}).setdefault('schemas', {})
     sch['ErrorBody'] = ErrorBody.model_json_schema(ref_template='#/components/schemas/{model}')
     for path, ops in spec.get('paths', {}).items():
         for method, op in ops.items():
             rs = op.setdefault('responses', {})
+            if method == 'get': rs.pop('422', None)  # FastAPI's own for path parameters: a ticket is any text, never refused
             codes = dict(extra.get(path, {}))
             if method in ('post', 'put', 'patch'): codes[413] = "The body is over the limit (setting serve.max_body_kb)"
             if srv.api_key and path not in ('/health', '/ready'):
@@ -327,8 +329,7 @@ def create_app(target:str, # `NAME@ALIAS`, `NAME/VERSION` or `NAME`
                  'anyOf': [fb_schema, {'type': 'array', 'items': fb_schema}]}}}}})(feedback)
 
     @app.get('/decisions/{ticket}', summary="The final answer to a decision sent to human review", response_model=None,
-             responses={200: {'model': R['Decision'], 'description': "Its state, the model's answer and, once decided, the final one"},
-                        404: {'model': R['ErrorBody'], 'description': "No review case has this ticket"}})
+             responses={200: {'model': R['Decision'], 'description': "Its state, the model's answer and, once decided, the final one"}})
     async def decisions(ticket:str):
         try: return await asyncio.to_thread(decision, ticket, prj)
         except ReviewError as e: return JSONResponse(_error(e.message), status_code=404)

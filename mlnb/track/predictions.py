@@ -72,11 +72,15 @@ class PredictionLog:
                 ):
         self.path, self.max_bytes, self.flush_s, self.transform = Path(path), max_bytes, flush_s, transform
         self._buf, self._lock, self._stop = [], threading.Lock(), threading.Event()
+        self._flushing = threading.Lock()  # one flush at a time: `flush()` returns only once every row added before it is on disk
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._thread = threading.Thread(target=self._loop, daemon=True, name='mlnb-predlog'); self._thread.start()
     def add(self, rows:list[dict]):
         with self._lock: self._buf.extend(rows)
     def flush(self):
+        "Write every row added so far (waiting for a flush the writer thread has under way)."
+        with self._flushing: self._flush()
+    def _flush(self):
         with self._lock: rows, self._buf = self._buf, []
         if not rows: return
         if self.transform is not None: rows = [self.transform(r) for r in rows]  # off the request path
